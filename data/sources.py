@@ -1,0 +1,33 @@
+"""Registry of data sources and the `Source` record they return.
+
+A source turns `(split, **config)` into an unbatched, finite `tf.data.Dataset` of
+feature dicts (for classification `{'image': uint8 [H, W, C], 'label': int32 []}`)
+plus what the pipeline and reports need to know about it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import tensorflow as tf
+
+from registry import Registry
+
+SOURCES = Registry('data source')
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  dataset: tf.data.Dataset  # unbatched feature dicts, finite, in a fixed order
+  num_examples: int
+  class_names: Sequence[str]
+  image_shape: tuple[int, int, int]  # [H, W, C]
+
+
+def build_source(data_config: Mapping[str, Any], split: str) -> Source:
+  """Builds `data_config['source']` for `split`; other fields are its keyword arguments."""
+  # Imported here so every source registers itself before the lookup.
+  from data import fashion_mnist  # noqa: F401
+  kwargs = dict(data_config)
+  name = kwargs.pop('source')
+  return SOURCES.get(name)(split=split, **kwargs)

@@ -1,0 +1,1 @@
+"""Experiments: one file each, a `get_config()` plus a thin `main`."""

@@ -1,0 +1,1 @@
+"""Training: state, losses, step functions, the one loop, checkpoints, evaluation."""

@@ -1,0 +1,232 @@
+"""The one training loop: every experiment calls `train_and_evaluate` with its own Task.
+
+Auto-resume: pointed at a workdir with checkpoints, the loop restores the latest one
+(step, params, optimizer and BatchNorm state, rng) and continues from the same data
+position: the epoch is `step // steps_per_epoch` and the batches already seen in it
+are skipped, which reproduces the uninterrupted run because each epoch's order
+depends only on (seed, epoch).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from data import pipeline
+from data.sources import Source
+from train import checkpoint, evaluate, optimizer, steps
+from train.metric_writer import MetricWriter
+from train.state import TrainState, count_params, create_train_state
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What differs between tasks; the loop itself does not."""
+  loss_fn: steps.LossFn
+  sums_fn: steps.SumsFn
+  inputs_fn: steps.InputsFn = steps.image_inputs
+  means_fn: Callable[[Mapping[str, np.ndarray]], dict[str, float]] = evaluate.means_from_sums
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  eval_history: list[dict[str, float]]  # one entry per evaluation, with 'epoch', 'step'
+  train_seconds: float                  # wall time in train steps, over all resumed runs
+  compile_seconds: float                # first step of this process (compilation)
+  steps_per_epoch: int
+  num_params: int
+  preempted: bool = False
+
+  @property
+  def final_eval(self) -> dict[str, float]:
+    return self.eval_history[-1] if self.eval_history else {}
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+class _PreemptionFlag:
+  """SIGTERM / SIGINT set a flag; the loop saves at the next step boundary and stops."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: no handlers, nothing to restore
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    print(f'signal {signum}: saving a checkpoint at the next step boundary.', file=sys.stderr)
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _progress_path(workdir: str) -> str:
+  return os.path.join(workdir, 'progress.json')
+
+
+def _load_progress(workdir: str, step: int) -> dict[str, Any]:
+  """Training seconds and eval history recorded with the checkpoint at `step`."""
+  try:
+    with open(_progress_path(workdir)) as f:
+      progress = json.load(f)
+  except FileNotFoundError:
+    return {'train_seconds': 0.0, 'eval_history': []}
+  history = [e for e in progress.get('eval_history', []) if e['step'] <= step]
+  return {'train_seconds': progress.get('by_step', {}).get(str(step), 0.0),
+          'eval_history': history}
+
+
+def _save_progress(workdir: str, step: int, train_seconds: float, history: list) -> None:
+  path = _progress_path(workdir)
+  try:
+    with open(path) as f:
+      by_step = json.load(f).get('by_step', {})
+  except FileNotFoundError:
+    by_step = {}
+  by_step[str(step)] = train_seconds
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump({'by_step': by_step, 'eval_history': history}, f, indent=1)
+  os.replace(tmp, path)  # atomic: a kill here leaves the old file
+
+
+def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Module,
+                       train_source: Source, eval_source: Source, task: Task,
+                       augment_fn: Optional[pipeline.AugmentFn] = None,
+                       preprocess_fn: Optional[Callable] = None,
+                       max_steps: Optional[int] = None) -> TrainResult:
+  """Trains `model` for `config.num_epochs` epochs, evaluating and checkpointing each epoch.
+
+  config fields: seed, batch_size, eval_batch_size, num_epochs, optimizer (see
+  train.optimizer), log_every_steps, and optionally shuffle_buffer, progress_bar,
+  checkpoint_every_epochs, eval_every_epochs.
+  `max_steps` stops early (after saving) at that global step: tests use it to
+  simulate an interruption.
+  """
+  batch_size = config['batch_size']
+  steps_per_epoch = train_source.num_examples // batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'config.batch_size={batch_size} is larger than the training set '
+                     f'({train_source.num_examples} examples).')
+  num_epochs = config['num_epochs']
+  total_steps = num_epochs * steps_per_epoch
+  tx, schedule = optimizer.build_optimizer(config['optimizer'], total_steps)
+  state = create_train_state(model, tx, (1,) + tuple(train_source.image_shape),
+                             jax.random.PRNGKey(config['seed']))
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  progress = {'train_seconds': 0.0, 'eval_history': []}
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    progress = _load_progress(workdir, int(state.step))
+    print(f'resuming from the checkpoint at step {int(state.step)} in {workdir}',
+          file=sys.stderr)
+
+  train_fn = jax.jit(functools.partial(steps.train_step, loss_fn=task.loss_fn,
+                                       inputs_fn=task.inputs_fn), donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(steps.eval_step, sums_fn=task.sums_fn,
+                                      inputs_fn=task.inputs_fn))
+  writer = MetricWriter(workdir)
+  log_every = config.get('log_every_steps', 100)
+  history = progress['eval_history']
+  train_seconds = progress['train_seconds']
+  compile_seconds = 0.0
+  step = int(state.step)
+  stop_at = total_steps if max_steps is None else min(max_steps, total_steps)
+  bar = tqdm(total=total_steps, initial=step, disable=not config.get('progress_bar', True),
+             desc=workdir.rstrip('/').split('/')[-1], mininterval=2.0, file=sys.stderr)
+
+  def run_eval(epoch: int):
+    batches = pipeline.as_numpy(pipeline.eval_batches(
+        eval_source.dataset, batch_size=config['eval_batch_size'],
+        preprocess_fn=preprocess_fn))
+    means = task.means_fn(evaluate.accumulate(eval_fn, state, batches))
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in means.items()
+                                if np.ndim(v) == 0})
+    history.append({'epoch': epoch, 'step': step, **means})
+    bar.write(f'epoch {epoch}: ' + ', '.join(
+        f'{k} {v:.4f}' for k, v in means.items() if np.ndim(v) == 0 and k != 'count'))
+
+  def log_train_metrics(pending_metrics: list[dict]):
+    fetched = jax.device_get(pending_metrics)  # one host sync per log interval
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    if not np.isfinite(means['loss']):
+      raise NonFiniteLossError(
+          f'non-finite training loss ({means["loss"]}) in the {len(fetched)} steps up to '
+          f'step {step}; stopping. The last good checkpoint (step {ckpt.latest_step()}) '
+          f'in {ckpt.directory} is kept.')
+    writer.write_scalars(step, {**{f'train/{k}': v for k, v in means.items()},
+                                'train/learning_rate': schedule(step - 1)})
+    bar.set_postfix(loss=f'{means["loss"]:.4f}')
+
+  def save():
+    ckpt.save(state)
+    _save_progress(workdir, step, train_seconds, history)
+
+  pending: list[dict] = []
+  preempted = False
+  with _PreemptionFlag() as preemption:
+    while step < stop_at and not preempted:
+      epoch, skip = divmod(step, steps_per_epoch)
+      batches = pipeline.as_numpy(pipeline.train_batches(
+          train_source.dataset, batch_size=batch_size, seed=config['seed'], epoch=epoch,
+          augment_fn=augment_fn, preprocess_fn=preprocess_fn, skip_batches=skip,
+          shuffle_buffer=config.get('shuffle_buffer')))
+      segment_start = time.perf_counter()
+      for batch in batches:
+        if compile_seconds == 0.0:
+          # The first step of this process compiles; timed apart from training.
+          compile_start = time.perf_counter()
+          state, metrics = jax.block_until_ready(train_fn(state, batch))
+          compile_seconds = time.perf_counter() - compile_start
+          segment_start += compile_seconds
+        else:
+          state, metrics = train_fn(state, batch)
+        pending.append(metrics)
+        step += 1
+        bar.update(1)
+        if step % log_every == 0 or step % steps_per_epoch == 0 or step == stop_at:
+          log_train_metrics(pending)
+          pending = []
+        if preemption.requested or step == stop_at:
+          break
+      jax.block_until_ready(state)
+      train_seconds += time.perf_counter() - segment_start
+      epoch_done = step % steps_per_epoch == 0
+      if epoch_done:
+        epoch_number = step // steps_per_epoch
+        if epoch_number % config.get('eval_every_epochs', 1) == 0 or step == total_steps:
+          run_eval(epoch_number)
+      if epoch_done or step == stop_at or preemption.requested:
+        if pending:
+          log_train_metrics(pending)
+          pending = []
+        save()
+      preempted = preemption.requested
+  bar.close()
+  ckpt.close()
+  return TrainResult(state=state, eval_history=history, train_seconds=train_seconds,
+                     compile_seconds=compile_seconds, steps_per_epoch=steps_per_epoch,
+                     num_params=count_params(state.params), preempted=preempted)

@@ -1,0 +1,45 @@
+"""Optimizer and learning-rate schedule built from config."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import optax
+
+
+def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int,
+                           end_lr_fraction: float = 0.0) -> optax.Schedule:
+  """Linear warm-up from 0 to `peak_lr`, then cosine decay to `end_lr_fraction * peak_lr`."""
+  warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1), end_value=peak_lr * end_lr_fraction)
+
+
+def _decay_mask(params: Any) -> Any:
+  # Weight decay on kernels only: decaying BatchNorm scales and biases only hurts.
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', '') == 'kernel', params)
+
+
+def build_optimizer(opt_config: Mapping[str, Any],
+                    total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """`opt_config`: name ('adamw' | 'sgd' | 'nesterov'), learning_rate, warmup_steps,
+  weight_decay, optional b1/b2/momentum, grad_clip_norm, end_lr_fraction."""
+  cfg = dict(opt_config)
+  schedule = learning_rate_schedule(cfg['learning_rate'], total_steps,
+                                    cfg.get('warmup_steps', 0), cfg.get('end_lr_fraction', 0.0))
+  name = cfg.get('name', 'adamw')
+  weight_decay = cfg.get('weight_decay', 0.0)
+  if name == 'adamw':
+    tx = optax.adamw(schedule, b1=cfg.get('b1', 0.9), b2=cfg.get('b2', 0.999),
+                     weight_decay=weight_decay, mask=_decay_mask)
+  elif name in ('sgd', 'nesterov'):
+    tx = optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=_decay_mask),
+        optax.sgd(schedule, momentum=cfg.get('momentum', 0.9), nesterov=name == 'nesterov'))
+  else:
+    raise ValueError(f"config.optimizer.name={name!r}; expected 'adamw', 'sgd' or 'nesterov'.")
+  if cfg.get('grad_clip_norm'):
+    tx = optax.chain(optax.clip_by_global_norm(cfg['grad_clip_norm']), tx)
+  return tx, schedule
