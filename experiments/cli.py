@@ -6,7 +6,7 @@ import sys
 from typing import Callable
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 
@@ -23,7 +23,9 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    # Quiet TensorFlow's C++ start-up chatter; tf.data runs on the CPU only.
+    # Quiet TensorFlow's C++ start-up chatter and absl's backend probing at INFO;
+    # tf.data runs on the CPU only.
+    logging.set_verbosity(logging.WARNING)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], 'GPU')

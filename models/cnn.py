@@ -23,6 +23,9 @@ class CNN(nn.Module):
   dense_width: int = 256
   dropout_rate: float = 0.3
   dtype: Any = jnp.float32
+  # Under pmap, the mapped axis name: BatchNorm then averages its batch statistics
+  # across devices, so N devices x B/N examples match one device with B examples.
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -31,7 +34,8 @@ class CNN(nn.Module):
       for _ in range(self.convs_per_block):
         # No conv bias: BatchNorm's shift makes it redundant.
         x = nn.Conv(width, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                         axis_name=self.bn_axis_name if train else None)(x)
         x = nn.relu(x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))

@@ -1,0 +1,29 @@
+"""Test set-up shared by the whole suite.
+
+Four host CPU devices let pmap and mesh tests run without accelerators; the flag must
+be set before JAX is first imported, which is why it lives here.
+"""
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+SHARED_DATA = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
+
+
+def shared_data_path(*parts: str) -> str:
+  """Path under ../shared/data; skips the calling test when that data is absent."""
+  path = os.path.join(SHARED_DATA, *parts)
+  if not os.path.exists(path):
+    pytest.skip(f'{path} not found: these tests read the shared data beside the repo.')
+  return path
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _hide_gpus_from_tensorflow():
+  # tf.data runs on the host; TensorFlow must not claim accelerator memory JAX needs.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')

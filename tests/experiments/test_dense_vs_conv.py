@@ -1,0 +1,75 @@
+"""End to end: the main experiment on the real Fashion-MNIST files, shrunk."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import shared_data_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _command(workdir, *overrides):
+  return [sys.executable, '-m', 'experiments.dense_vs_conv',
+          '--config=experiments/dense_vs_conv.py:runlocal',
+          '--config.data.source=fashion_mnist_idx',
+          f'--config.data.data_dir={shared_data_path("fashion_mnist")}',
+          '--config.progress_bar=False', f'--workdir={workdir}', *overrides]
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  env.pop('XLA_FLAGS', None)  # the experiment runs as a user would: one device
+  return env
+
+
+def test_runlocal_writes_the_report_and_figures(tmp_path):
+  out = subprocess.run(_command(tmp_path), cwd=REPO, env=_env(), capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  for name in ['report.md', 'learning_curves.png', 'confusion_mlp.png', 'confusion_cnn.png',
+               'misclassified_mlp.png', 'misclassified_cnn.png', 'shift_robustness.png',
+               'cnn_filters.png']:
+    assert (tmp_path / name).stat().st_size > 1000, name
+  report = (tmp_path / 'report.md').read_text()
+  assert 'Evaluated on all 10,000 test images.' in report
+  assert '| MLP |' in report and '| CNN |' in report and 'shift (px)' in report
+  assert '| MLP |' in out.stdout  # tables printed at the end
+
+
+def _checkpoints(path):
+  return sorted(int(n) for n in os.listdir(path) if n.isdigit()) if os.path.isdir(path) else []
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
+  """SIGKILL after the CNN's first epoch checkpoint; the rerun resumes there and ends
+  with the same evaluation numbers (bitwise-equal floats) as a run never killed."""
+  overrides = ['--config.num_epochs=3', '--config.train_examples=1024']
+  subprocess.run(_command(tmp_path / 'whole', *overrides), cwd=REPO, env=_env(),
+                 check=True, capture_output=True, timeout=900)
+
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(_command(killed, *overrides), cwd=REPO, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not _checkpoints(killed / 'cnn' / 'checkpoints') and time.time() < deadline:
+    assert proc.poll() is None, 'finished before it could be killed'
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / 'report.md').exists()
+  assert _checkpoints(killed / 'cnn' / 'checkpoints')[-1] < 24
+
+  rerun = subprocess.run(_command(killed, *overrides), cwd=REPO, env=_env(),
+                         capture_output=True, text=True, timeout=900)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in rerun.stderr
+  for model in ('mlp', 'cnn'):
+    whole = json.load(open(tmp_path / 'whole' / model / 'progress.json'))['eval_history']
+    resumed = json.load(open(killed / model / 'progress.json'))['eval_history']
+    assert resumed == whole, model
