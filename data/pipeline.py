@@ -44,13 +44,32 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
   """One epoch of shuffled, augmented, preprocessed batches of exactly `batch_size`.
 
   The order depends only on (seed, epoch), so a resumed run sees the same batches.
-  `num_shards`/`shard_index` give each host its own disjoint part of every batch.
+  `num_shards`/`shard_index` give each host its own disjoint, contiguous part of
+  every global batch: examples are assigned by their position in the epoch before
+  augmentation, so a host augments only its own examples, each with the seed of its
+  global index, and the union of the shards is the single-host batch. Yields
+  batches of `batch_size // num_shards` examples. When the dataset's cardinality is
+  unknown, stop after `num_examples // batch_size` batches (as the loop does) so that
+  every host takes the same number of steps.
   """
+  if batch_size % num_shards:
+    raise ValueError(f'batch_size={batch_size} is not divisible by num_shards={num_shards}.')
+  per_shard = batch_size // num_shards
   ds = dataset.enumerate()
   if shuffle_buffer is None:
     shuffle_buffer = 100_000
   ds = ds.shuffle(shuffle_buffer, seed=seed * _EPOCH_STRIDE + epoch,
                   reshuffle_each_iteration=False)
+  cardinality = int(dataset.cardinality())
+  if cardinality >= 0:  # the incomplete last global batch is dropped on every host
+    ds = ds.take(cardinality // batch_size * batch_size)
+  # Skipping and sharding select by position in the epoch, before the map: they cost
+  # no augmentation and work for examples of different shapes.
+  ds = ds.skip(skip_batches * batch_size)
+  if num_shards > 1:
+    ds = ds.enumerate().filter(
+        lambda position, _: (position // per_shard) % num_shards == shard_index)
+    ds = ds.map(lambda _, example: example)
 
   def prepare(index, features):
     if augment_fn is not None:
@@ -60,17 +79,8 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
     return features
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True)
-  if num_shards > 1:
-    ds = ds.map(lambda b: {k: _host_slice(v, num_shards, shard_index) for k, v in b.items()})
-  if skip_batches:
-    ds = ds.skip(skip_batches)
+  ds = ds.batch(per_shard, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _host_slice(x: tf.Tensor, num_shards: int, shard_index: int) -> tf.Tensor:
-  per_host = x.shape[0] // num_shards
-  return x[shard_index * per_host:(shard_index + 1) * per_host]
 
 
 def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
