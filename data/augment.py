@@ -39,7 +39,7 @@ Op = Union[GeometricOp, PhotometricOp]
 Spec = Union[str, Sequence[Union[str, Op]]]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (tf.function)
 class Policy:
   """An immutable list of ops and the settings for non-image keys; call it per example."""
   ops: tuple[Op, ...]

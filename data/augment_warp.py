@@ -38,7 +38,7 @@ _WARP_DTYPES = (tf.uint8, tf.int32, tf.int64, tf.float16, tf.bfloat16, tf.float3
                 tf.float64)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (tf.function)
 class SyncSettings:
   """How geometric ops treat the non-image keys; shared by every op of one policy.
 
