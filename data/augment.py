@@ -52,25 +52,28 @@ class Policy:
       return features
     size = image_size(features)
     dtype = features['image'].dtype
-    matrix = None      # pending fused geometric transform
-    unit_image = None  # pending float32 [0, 1] image of a run of photometric ops
+    settings = self.settings
+    photometric = any(isinstance(op, PhotometricOp) for op in self.ops)
+    if photometric:
+      # One conversion to float32 [0, 1] for the whole policy, one rounding at the end.
+      features['image'] = to_unit(features['image'])
+      if dtype.is_integer:
+        settings = dataclasses.replace(
+            settings, fill={**settings.fill, 'image': settings.fill['image'] / dtype.max})
+    matrix = None  # pending fused geometric transform
     for index, op in enumerate(self.ops):
       op_seed = tf.random.experimental.stateless_fold_in(seed, index)
       if isinstance(op, GeometricOp):
-        if unit_image is not None:
-          features['image'], unit_image = from_unit(unit_image, dtype), None
         step, size = op.sample(op_seed, size)
         matrix = step if matrix is None else tf.linalg.matmul(step, matrix)
       else:
         if matrix is not None:
-          features, matrix = apply_affine(features, matrix, size, self.settings), None
-        if unit_image is None:
-          unit_image = to_unit(features['image'])
-        unit_image = op.apply(unit_image, op_seed)
+          features, matrix = apply_affine(features, matrix, size, settings), None
+        features['image'] = op.apply(features['image'], op_seed)
     if matrix is not None:
-      features = apply_affine(features, matrix, size, self.settings)
-    if unit_image is not None:
-      features['image'] = from_unit(unit_image, dtype)
+      features = apply_affine(features, matrix, size, settings)
+    if photometric:
+      features['image'] = from_unit(features['image'], dtype)
     return features
 
   def __str__(self) -> str:

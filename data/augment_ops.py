@@ -9,7 +9,8 @@ hands each op its own seed, folded from the example seed and the op's position.
   instance masks and boxes cannot drift apart. Consecutive geometric ops are fused
   into one matrix and resampled once.
 - PhotometricOp.apply(image, seed) -> image: float32 [H, W, C] on the [0, 1] scale
-  (uint8 is divided by 255 and converted back after the run of photometric ops);
+  (uint8 is divided by 255 at the start of a policy that has photometric ops, and
+  geometric ops then resample that float image, so it is rounded only once, at the end);
   only `image` is ever touched.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Photometric augmentation ops: they change `image` only, never masks or boxes.
 
-Each works on a float32 image [H, W, C] on the [0, 1] scale (data/augment.py converts
-uint8 by /255 and back with rounding; float images are taken to be on [0, 1] already)
+Each works on a float32 image [H, W, C] on the [0, 1] scale (a policy with any
+photometric op converts uint8 by /255 once at its start and rounds back once at its
+end; float images are taken to be on [0, 1] already)
 and clips its result to [0, 1], as a camera would saturate.
 
 One-channel images: `saturation` and `hue` are no-ops, on purpose: a gray image has
@@ -53,7 +54,7 @@ def contrast(amount: float) -> PhotometricOp:
   def apply(image, seed):
     factor = draw(seed, 0, 1.0 - amount, 1.0 + amount)
     mean = tf.reduce_mean(image, axis=(0, 1), keepdims=True)
-    return _clip((image - mean) * factor + mean)
+    return _clip(image * factor + mean * (1.0 - factor))  # (x - mean) * f + mean
   return PhotometricOp('contrast', apply)
 
 

@@ -165,3 +165,13 @@ def test_float_images_keep_their_dtype_through_geometric_ops():
   out = augment.build_policy('rotate(30)|resize(8, 10)')(example, tf.constant([1, 1], tf.int64))
   assert out['image'].dtype == tf.float32 and out['image'].shape == (8, 10, 3)
   assert out['mask'].dtype == tf.int32 and out['mask'].shape == (8, 10)
+
+
+@pytest.mark.parametrize('spec', ['translate(0.5, 0.0)', 'translate(0.5, 0.0)|brightness(0.0)'])
+def test_image_fill_is_in_the_image_dtype_units_with_or_without_photometric_ops(spec):
+  example = {'image': tf.zeros([4, 40, 1], tf.uint8)}
+  policy = augment.build_policy(spec, fill={'image': 128})
+  seeds = [tf.constant([0, i], tf.int64) for i in range(20)]
+  shifted = [policy(example, s)['image'].numpy() for s in seeds]
+  values = set(np.unique(np.concatenate([x.ravel() for x in shifted])))
+  assert values == {0, 128}
