@@ -5,6 +5,13 @@ Auto-resume: pointed at a workdir with checkpoints, the loop restores the latest
 position: the epoch is `step // steps_per_epoch` and the batches already seen in it
 are skipped, which reproduces the uninterrupted run because each epoch's order
 depends only on (seed, epoch).
+
+Devices: one data-parallel path for 1 device, N local devices and many hosts. The
+step is `jax.jit`ted over a `Mesh` (train/mesh.py) with the batch sharded on 'data'
+and the state replicated; each process feeds its own rows of every global batch
+(tf.data sharded by position), and only process 0 writes metrics and progress while
+orbax writes checkpoints collectively. Replicated checkpoints restore onto any device
+count. See docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -15,16 +22,19 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from data import pipeline
 from data.sources import Source
-from train import checkpoint, evaluate, optimizer, steps
+from train import checkpoint, distributed, evaluate, optimizer, steps
+from train import mesh as mesh_lib
 from train.metric_writer import MetricWriter
 from train.state import TrainState, count_params, create_train_state
 
@@ -58,13 +68,22 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _PreemptionFlag:
-  """SIGTERM / SIGINT set a flag; the loop saves at the next step boundary and stops."""
+  """SIGTERM / SIGINT set a flag; the loop saves at the next step boundary and stops.
+
+  With several processes every host must stop at the same step, or the others wait
+  forever in the step's all-reduce: there JAX's preemption service (started by
+  `jax.distributed.initialize`, it catches SIGTERM) agrees on the step, and no Python
+  handler is installed.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = {}
+    self._multi_process = jax.process_count() > 1
 
   def __enter__(self):
+    if self._multi_process:
+      return self
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
@@ -77,9 +96,51 @@ class _PreemptionFlag:
     print(f'signal {signum}: saving a checkpoint at the next step boundary.', file=sys.stderr)
     self.requested = True
 
+  def reached(self, step: int) -> bool:
+    """Called after every step (on every process): stop and save after `step`?"""
+    if self._multi_process and jax.distributed.is_initialized():
+      try:
+        self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # the preemption service is disabled
+        pass
+    return self.requested
+
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+def _with_compute_dtype(model: nn.Module, compute_dtype: Optional[str]) -> nn.Module:
+  """The model computing in `compute_dtype` (e.g. 'bfloat16'); parameters stay float32."""
+  if not compute_dtype:
+    return model
+  if 'dtype' not in {f.name for f in dataclasses.fields(model)}:
+    raise ValueError(f'config.compute_dtype={compute_dtype!r}: model '
+                     f'{type(model).__name__} has no `dtype` field to set; add one '
+                     '(see models/cnn.py) or leave compute_dtype empty.')
+  return model.clone(dtype=jnp.dtype(compute_dtype))
+
+
+def _check_labels(batch: Mapping[str, np.ndarray], num_classes: int, step: int,
+                  epoch: int) -> None:
+  """Classification labels `[B]` must lie in [0, num_classes): else name the example."""
+  labels = batch.get('label')
+  if labels is None or np.ndim(labels) != 1 or not np.issubdtype(labels.dtype, np.integer):
+    return  # not per-example class labels (e.g. segmentation masks)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    raise ValueError(
+        f'training batch of step {step + 1} (epoch {epoch}): example {bad[0]} of this '
+        f"process's batch has label {labels[bad[0]]}, outside [0, {num_classes - 1}] "
+        f'({num_classes} class names in the training Source); {bad.size} such '
+        'example(s) in the batch. Fix the dataset or its class list.')
+
+
+def _create_state(model: nn.Module, tx, input_shape: tuple[int, ...], seed: int,
+                  mesh) -> TrainState:
+  """Initialises the state directly replicated over the mesh (every process agrees)."""
+  return jax.jit(lambda: create_train_state(model, tx, input_shape, jax.random.PRNGKey(seed)),
+                 out_shardings=mesh_lib.replicated(mesh))()
 
 
 def _progress_path(workdir: str) -> str:
@@ -116,58 +177,82 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
                        train_source: Source, eval_source: Source, task: Task,
                        augment_fn: Optional[pipeline.AugmentFn] = None,
                        preprocess_fn: Optional[Callable] = None,
-                       max_steps: Optional[int] = None) -> TrainResult:
+                       max_steps: Optional[int] = None,
+                       devices: Optional[Sequence[jax.Device]] = None) -> TrainResult:
   """Trains `model` for `config.num_epochs` epochs, evaluating and checkpointing each epoch.
 
   config fields: seed, batch_size, eval_batch_size, num_epochs, optimizer (see
   train.optimizer), log_every_steps, and optionally shuffle_buffer, progress_bar,
-  checkpoint_every_epochs, eval_every_epochs.
+  eval_every_epochs, compute_dtype ('bfloat16': the model computes in bf16, parameters
+  and loss stay float32) and distributed (see train.distributed).
+  `batch_size` is the global batch: divisible by the device count of all processes.
   `max_steps` stops early (after saving) at that global step: tests use it to
-  simulate an interruption.
+  simulate an interruption. `devices` (default: all) span the data-parallel mesh.
   """
+  distributed.initialize(config.get('distributed'))
+  mesh = mesh_lib.make_mesh(devices)
+  is_main = distributed.is_main_process()
   batch_size = config['batch_size']
   steps_per_epoch = train_source.num_examples // batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={batch_size} is larger than the training set '
                      f'({train_source.num_examples} examples).')
+  mesh_lib.check_batch_size(batch_size, mesh)
+  shard_index, num_shards = mesh_lib.local_rows(batch_size, mesh)
+  eval_batch_size = mesh_lib.round_up_to_devices(config['eval_batch_size'], mesh)
+  num_classes = len(train_source.class_names)
+  model = _with_compute_dtype(model, config.get('compute_dtype'))
   num_epochs = config['num_epochs']
   total_steps = num_epochs * steps_per_epoch
   tx, schedule = optimizer.build_optimizer(config['optimizer'], total_steps)
-  state = create_train_state(model, tx, (1,) + tuple(train_source.image_shape),
-                             jax.random.PRNGKey(config['seed']))
+  # The restore template: orbax puts the saved arrays onto this mesh, whatever the
+  # device count they were saved from.
+  state = _create_state(model, tx, (1,) + tuple(train_source.image_shape), config['seed'],
+                        mesh)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
   progress = {'train_seconds': 0.0, 'eval_history': []}
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state)
     progress = _load_progress(workdir, int(state.step))
-    print(f'resuming from the checkpoint at step {int(state.step)} in {workdir}',
-          file=sys.stderr)
+    if is_main:
+      print(f'resuming from the checkpoint at step {int(state.step)} in {workdir}',
+            file=sys.stderr)
 
+  replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   train_fn = jax.jit(functools.partial(steps.train_step, loss_fn=task.loss_fn,
-                                       inputs_fn=task.inputs_fn), donate_argnums=(0,))
+                                       inputs_fn=task.inputs_fn),
+                     in_shardings=(replicated, sharded), out_shardings=replicated,
+                     donate_argnums=(0,))
   eval_fn = jax.jit(functools.partial(steps.eval_step, sums_fn=task.sums_fn,
-                                      inputs_fn=task.inputs_fn))
-  writer = MetricWriter(workdir)
+                                      inputs_fn=task.inputs_fn),
+                    in_shardings=(replicated, sharded), out_shardings=replicated)
+  writer = MetricWriter(workdir, enabled=is_main)
   log_every = config.get('log_every_steps', 100)
   history = progress['eval_history']
   train_seconds = progress['train_seconds']
   compile_seconds = 0.0
   step = int(state.step)
   stop_at = total_steps if max_steps is None else min(max_steps, total_steps)
-  bar = tqdm(total=total_steps, initial=step, disable=not config.get('progress_bar', True),
+  bar = tqdm(total=total_steps, initial=step,
+             disable=not (is_main and config.get('progress_bar', True)),
              desc=workdir.rstrip('/').split('/')[-1], mininterval=2.0, file=sys.stderr)
 
   def run_eval(epoch: int):
-    batches = pipeline.as_numpy(pipeline.eval_batches(
-        eval_source.dataset, batch_size=config['eval_batch_size'],
-        preprocess_fn=preprocess_fn))
+    # Every process reads the whole evaluation set and feeds its rows of each batch;
+    # the batch is padded (mask False) up to a multiple of the device count.
+    batches = (mesh_lib.global_batch(mesh_lib.local_slice(b, eval_batch_size, mesh), mesh,
+                                     eval_batch_size)
+               for b in pipeline.as_numpy(pipeline.eval_batches(
+                   eval_source.dataset, batch_size=eval_batch_size,
+                   preprocess_fn=preprocess_fn)))
     means = task.means_fn(evaluate.accumulate(eval_fn, state, batches))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in means.items()
                                 if np.ndim(v) == 0})
     history.append({'epoch': epoch, 'step': step, **means})
-    bar.write(f'epoch {epoch}: ' + ', '.join(
-        f'{k} {v:.4f}' for k, v in means.items() if np.ndim(v) == 0 and k != 'count'))
+    if is_main:
+      bar.write(f'epoch {epoch}: ' + ', '.join(
+          f'{k} {v:.4f}' for k, v in means.items() if np.ndim(v) == 0 and k != 'count'))
 
   def log_train_metrics(pending_metrics: list[dict]):
     fetched = jax.device_get(pending_metrics)  # one host sync per log interval
@@ -182,8 +267,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
     bar.set_postfix(loss=f'{means["loss"]:.4f}')
 
   def save():
-    ckpt.save(state)
-    _save_progress(workdir, step, train_seconds, history)
+    ckpt.save(state)  # every process: orbax writes collectively
+    if is_main:
+      _save_progress(workdir, step, train_seconds, history)
 
   pending: list[dict] = []
   preempted = False
@@ -193,9 +279,13 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
       batches = pipeline.as_numpy(pipeline.train_batches(
           train_source.dataset, batch_size=batch_size, seed=config['seed'], epoch=epoch,
           augment_fn=augment_fn, preprocess_fn=preprocess_fn, skip_batches=skip,
-          shuffle_buffer=config.get('shuffle_buffer')))
+          shuffle_buffer=config.get('shuffle_buffer'), num_shards=num_shards,
+          shard_index=shard_index))
       segment_start = time.perf_counter()
-      for batch in batches:
+      # Exactly the epoch's remaining steps, so every process takes the same number.
+      for _, local_batch in zip(range(steps_per_epoch - skip), batches):
+        _check_labels(local_batch, num_classes, step, epoch)
+        batch = mesh_lib.global_batch(local_batch, mesh, batch_size)
         if compile_seconds == 0.0:
           # The first step of this process compiles; timed apart from training.
           compile_start = time.perf_counter()
@@ -210,7 +300,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
         if step % log_every == 0 or step % steps_per_epoch == 0 or step == stop_at:
           log_train_metrics(pending)
           pending = []
-        if preemption.requested or step == stop_at:
+        if preemption.reached(step) or step == stop_at:
           break
       jax.block_until_ready(state)
       train_seconds += time.perf_counter() - segment_start
@@ -227,6 +317,6 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
       preempted = preemption.requested
   bar.close()
   ckpt.close()
-  return TrainResult(state=state, eval_history=history, train_seconds=train_seconds,
-                     compile_seconds=compile_seconds, steps_per_epoch=steps_per_epoch,
+  return TrainResult(state=mesh_lib.to_local(state), eval_history=history,
+                     train_seconds=train_seconds, compile_seconds=compile_seconds, steps_per_epoch=steps_per_epoch,
                      num_params=count_params(state.params), preempted=preempted)
