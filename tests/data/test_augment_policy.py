@@ -97,8 +97,9 @@ def test_policy_in_train_batches_is_reproducible_across_runs():
   policy = augment.build_policy(SEG_POLICY)
 
   def run():
-    batches = pipeline.train_batches(dataset, batch_size=3, seed=4, epoch=0, augment_fn=policy,
-                                     preprocess_fn=lambda f: {'image': f['image'], 'mask': f['mask']})
+    batches = pipeline.train_batches(
+        dataset, batch_size=3, seed=4, epoch=0, augment_fn=policy,
+        preprocess_fn=lambda f: {'image': f['image'], 'mask': f['mask']})
     return list(pipeline.as_numpy(batches))
 
   first, second = run(), run()

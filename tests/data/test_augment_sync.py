@@ -176,7 +176,8 @@ def test_quarter_turn_is_counter_clockwise_and_exact():
   example = coordinate_example(8, 8, [(0, 1, 3, 6)])
   matrix = _about_centre(augment_warp.rotation(math.pi / 2), (8, 8))
   out = augment_warp.apply_affine(example, matrix, (8, 8), augment_warp.SyncSettings())
-  np.testing.assert_allclose(out['image'].numpy(), np.rot90(example['image'].numpy()), atol=1e-4)
+  np.testing.assert_allclose(out['image'].numpy(), np.rot90(example['image'].numpy()),
+                             atol=1e-4)
   np.testing.assert_array_equal(out['mask'].numpy(), np.rot90(example['mask'].numpy()))
   np.testing.assert_array_equal(out['instance_masks'].numpy()[0],
                                 np.rot90(example['instance_masks'].numpy()[0]))
