@@ -154,7 +154,8 @@ def test_photometric_ops_leave_masks_and_boxes_bit_identical(data, seed, uint8):
   example = coordinate_example(12, 10, [(1, 2, 6, 8), (0, 0, 12, 10)])
   rng = np.random.default_rng(seed)
   image = rng.integers(0, 256, size=(12, 10, 3))
-  example['image'] = tf.constant(image.astype(np.uint8) if uint8 else (image / 255).astype(np.float32))
+  image = image.astype(np.uint8) if uint8 else (image / 255).astype(np.float32)
+  example['image'] = tf.constant(image)
   out = augment.build_policy(spec)(example, tf.constant([seed, 3], tf.int64))
   for key in ('mask', 'instance_masks', 'boxes', 'classes', 'label'):
     np.testing.assert_array_equal(out[key].numpy(), example[key].numpy())
