@@ -3,7 +3,7 @@
 Training: per-epoch shuffle seeded by (seed, epoch), fixed-size batches (remainder
 dropped), and `skip_batches` to resume mid-epoch at the same data position.
 Evaluation: every example exactly once; the last partial batch is padded to the full
-batch size and a boolean `mask` key marks the real examples, so shapes stay static.
+batch size and a boolean `valid` key marks the real examples, so shapes stay static.
 Per-example randomness (augmentation) gets a stateless seed from
 (seed, epoch, example index) under the key `seed`, never from a global RNG.
 """
@@ -86,18 +86,18 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
 def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
                  preprocess_fn: Optional[Callable[[Features], Features]] = None
                  ) -> tf.data.Dataset:
-  """All examples once, in order, in batches of `batch_size` with a `mask` key [B] bool."""
+  """All examples once, in order, in batches of `batch_size` with a `valid` key [B] bool."""
   ds = dataset
   if preprocess_fn is not None:
     ds = ds.map(preprocess_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.map(lambda f: {**f, 'mask': tf.constant(True)})
+  ds = ds.map(lambda f: {**f, 'valid': tf.constant(True)})
   ds = ds.batch(batch_size, drop_remainder=False)
   ds = ds.map(lambda b: pad_batch(b, batch_size))
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def pad_batch(batch: Features, batch_size: int) -> Features:
-  """Pads every key's leading dimension to `batch_size` with zeros (mask: False)."""
+  """Pads every key's leading dimension to `batch_size` with zeros (valid: False)."""
   def pad(x):
     missing = batch_size - tf.shape(x)[0]
     paddings = [[0, missing]] + [[0, 0]] * (len(x.shape) - 1)

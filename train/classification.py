@@ -1,4 +1,4 @@
-"""Classification loss and exact evaluation sums over `{'image', 'label', 'mask'?}` batches."""
+"""Classification loss and exact evaluation sums over `{'image', 'label', 'valid'?}` batches."""
 from __future__ import annotations
 
 import functools
@@ -22,8 +22,8 @@ def jax_one_hot(labels: jnp.ndarray, num_classes: int) -> jnp.ndarray:
 
 
 def eval_sums(logits: jnp.ndarray, batch: dict) -> dict[str, jnp.ndarray]:
-  """Sums over the valid examples (`mask`), so batches add up to exact dataset means."""
-  valid = batch.get('mask', jnp.ones(logits.shape[0], bool)).astype(jnp.float32)
+  """Sums over the valid examples (`valid`), so batches add up to exact dataset means."""
+  valid = batch.get('valid', jnp.ones(logits.shape[0], bool)).astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   correct = (logits.argmax(-1) == batch['label']).astype(jnp.float32)
   return {'loss': (losses * valid).sum(), 'accuracy': (correct * valid).sum(),

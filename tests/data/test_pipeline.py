@@ -13,7 +13,7 @@ def _dataset(n):
 def test_eval_batches_count_every_example_once_with_padded_last_batch():
   batches = list(pipeline.as_numpy(pipeline.eval_batches(_dataset(10), batch_size=4)))
   assert [b['image'].shape for b in batches] == [(4, 2, 2, 1)] * 3
-  masks = np.concatenate([b['mask'] for b in batches])
+  masks = np.concatenate([b['valid'] for b in batches])
   labels = np.concatenate([b['label'] for b in batches])
   assert masks.sum() == 10
   np.testing.assert_array_equal(labels[masks], np.arange(10))

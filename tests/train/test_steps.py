@@ -48,7 +48,7 @@ def test_batch_norm_statistics_are_updated_and_carried():
 def test_eval_sums_count_only_valid_examples():
   state = _state(MLP(hidden_widths=(16,)))
   batch = _batch(8)
-  batch['mask'] = np.array([True] * 5 + [False] * 3)
+  batch['valid'] = np.array([True] * 5 + [False] * 3)
   sums = steps.eval_step(state, batch, sums_fn=eval_sums)
   assert float(sums['count']) == 5
   logits = steps.predict_step(state, batch)
