@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -28,10 +29,12 @@ def idx_source(split: str, data_dir: str, **unused: Any) -> Source:
     raise idx.IdxFormatError(
         f'{data_dir}: split {split!r} has images of shape {images.shape[1:]}, '
         f'expected {IMAGE_SHAPE} for Fashion-MNIST.')
-  if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
+  bad = np.flatnonzero((labels < 0) | (labels >= len(CLASS_NAMES)))
+  if bad.size:
     raise idx.IdxFormatError(
-        f'{data_dir}: split {split!r} has labels in [{labels.min()}, {labels.max()}], '
-        f'expected [0, {len(CLASS_NAMES) - 1}].')
+        f'{idx._find(data_dir, idx.SPLIT_FILES[split][1])}: example {bad[0]} has '
+        f'label {labels[bad[0]]}, expected [0, {len(CLASS_NAMES) - 1}] '
+        f'({bad.size} such labels in split {split!r}).')
   dataset = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
   return Source(dataset, len(labels), CLASS_NAMES, IMAGE_SHAPE)
 

@@ -29,6 +29,9 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], 'GPU')
+    # Before JAX touches a device: joins a multi-process run if REDCONV_* say so.
+    from train import distributed  # pylint: disable=g-import-not-at-top
+    distributed.initialize(flags.FLAGS.config.get('distributed'))
     main(flags.FLAGS.config, flags.FLAGS.workdir)
 
   app.run(_main, argv=sys.argv)

@@ -25,7 +25,7 @@ from data import pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, plots
+from train import analysis, distributed, plots
 from train.classification import classification_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -176,6 +176,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResu
   if any(r.preempted for r in results.values()):
     print('preempted: rerun the same command to resume from the last checkpoint.')
     return results
+  if not distributed.is_main_process():
+    return results  # every process trained; process 0 alone analyses and reports
   numbers = analyse(config, workdir, results, test_source)
   tables = report_tables(config, results, numbers, test_source.class_names)
   report = '\n'.join([

@@ -175,6 +175,26 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_restorable(t
   ckpt.close()
 
 
+# --- bad input: clear errors, no silent fallback ---------------------------------------
+
+def test_a_missing_dataset_directory_says_how_to_provide_the_data(tmp_path):
+  from data.sources import build_source  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FileNotFoundError, match='does not exist. Point config.data.data_dir'):
+    build_source({'source': 'fashion_mnist_idx', 'data_dir': str(tmp_path / 'nope')}, 'train')
+
+
+def test_an_out_of_range_label_in_the_files_names_the_file_and_example(tmp_path):
+  from data import idx  # pylint: disable=g-import-not-at-top
+  from data.sources import build_source  # pylint: disable=g-import-not-at-top
+  labels = np.arange(6) % 10
+  labels[4] = 12
+  idx.write_idx(str(tmp_path / 't10k-images-idx3-ubyte.gz'), np.zeros((6, 28, 28)))
+  idx.write_idx(str(tmp_path / 't10k-labels-idx1-ubyte.gz'), labels)
+  with pytest.raises(idx.IdxFormatError,
+                     match=r't10k-labels-idx1-ubyte.gz: example 4 has label 12, expected \[0, 9\]'):
+    build_source({'source': 'fashion_mnist_idx', 'data_dir': str(tmp_path)}, 'test')
+
+
 if __name__ == '__main__':
   if sys.argv[1] == 'train':
     _train_worker(sys.argv[2], sys.argv[3])
