@@ -105,10 +105,15 @@ def tfds_source(split: str, tfds_data_dir: str | None = None,
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   dataset = builder.as_dataset(split=split, shuffle_files=False)
+  # TFDS datasets know their length; so do the ones `tfds.testing.mock_data` makes,
+  # whose builder info has no splits.
+  num_examples = int(dataset.cardinality())
+  if num_examples < 0:
+    num_examples = builder.info.splits[split].num_examples
   dataset = dataset.map(
       lambda ex: {'image': ex['image'], 'label': tf.cast(ex['label'], tf.int32)},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return Source(dataset, builder.info.splits[split].num_examples, CLASS_NAMES, IMAGE_SHAPE)
+  return Source(dataset, num_examples, CLASS_NAMES, IMAGE_SHAPE)
 
 
 @SOURCES.register('cifar10_folder')

@@ -61,9 +61,13 @@ def folder_dataset(paths: Sequence[str], labels: Sequence[int],
     # decode_image handles JPEG and PNG; expand_animations=False gives a 3-D tensor.
     image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
                                expand_animations=False)
-    tf.debugging.assert_equal(
-        tf.shape(image), tf.constant(image_shape, tf.int32),
-        message=f'image_folder: an image does not have shape {list(image_shape)}')
+    shape = tf.shape(image)
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.equal(shape, tf.constant(image_shape, tf.int32))),
+        [f'image_folder: expected every image to have shape {list(image_shape)}; file',
+         path, 'has shape', shape])
+    with tf.control_dependencies([check]):
+      image = tf.identity(image)
     return {'image': tf.ensure_shape(image, image_shape), 'label': label}
 
   ds = tf.data.Dataset.from_tensor_slices(
