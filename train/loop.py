@@ -240,7 +240,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
 
   def run_eval(epoch: int):
     # Every process reads the whole evaluation set and feeds its rows of each batch;
-    # the batch is padded (mask False) up to a multiple of the device count.
+    # the batch is padded ('valid' False) up to a multiple of the device count.
     batches = (mesh_lib.global_batch(mesh_lib.local_slice(b, eval_batch_size, mesh), mesh,
                                      eval_batch_size)
                for b in pipeline.as_numpy(pipeline.eval_batches(
