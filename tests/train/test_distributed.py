@@ -7,9 +7,11 @@ the worker: `python tests/train/test_distributed.py WORKDIR OUT.npz`.
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -42,11 +44,12 @@ def _source(n, seed):
   return Source(ds, n, ('a', 'b', 'c'), (12, 12, 1))
 
 
-def _train(workdir, devices=None):
+def _train(workdir, devices=None, **overrides):
   config = ml_collections.ConfigDict(dict(
       seed=5, batch_size=16, eval_batch_size=30, num_epochs=2, log_every_steps=2,
-      progress_bar=False,
+      eval_every_epochs=1, progress_bar=False,
       optimizer=dict(name='adamw', learning_rate=3e-3, warmup_steps=2, weight_decay=1e-4)))
+  config.update(overrides)
   # Dropout on: its masks are drawn for the global batch, whatever the process count.
   return train_and_evaluate(
       config, str(workdir), model=CNN(num_classes=3, widths=(4, 8), dense_width=16),
@@ -59,15 +62,20 @@ def _flat(tree):
           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _worker(workdir, out):
+def _worker(workdir, out, num_epochs='2'):
   from train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  result = _train(workdir)  # the loop joins the runtime from the REDCONV_* variables
+  # The loop joins the runtime from the REDCONV_* variables. Long runs (the preemption
+  # test) log every step and evaluate only at the end.
+  overrides = {} if num_epochs == '2' else dict(
+      num_epochs=int(num_epochs), log_every_steps=1, eval_every_epochs=10_000)
+  result = _train(workdir, **overrides)
   rows = mesh_lib.local_rows(16, mesh_lib.make_mesh())
   np.savez(out, **_flat({'params': result.state.params,
                          'model_state': dict(result.state.model_state)}))
   with open(out + '.json', 'w') as f:
     json.dump({'process_index': jax.process_index(), 'process_count': jax.process_count(),
-               'rows': rows, 'eval_history': result.eval_history}, f)
+               'rows': rows, 'eval_history': result.eval_history,
+               'preempted': result.preempted, 'step': int(result.state.step)}, f)
 
 
 def _free_port():
@@ -107,16 +115,18 @@ def test_host_shards_are_disjoint_and_together_the_global_batch():
       np.testing.assert_array_equal(np.concatenate([h0[key], h1[key]]), b[key])
 
 
-@pytest.mark.slow
-def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
+def _start_two_processes(workdir, outdir, *args):
+  """Two workers, one CPU device each, joined through a coordinator on loopback."""
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=1',
              REDCONV_COORDINATOR=f'127.0.0.1:{_free_port()}', REDCONV_NUM_PROCESSES='2')
-  workdir = tmp_path / 'two'
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), str(workdir), str(tmp_path / f'p{i}.npz')],
-      env=dict(env, REDCONV_PROCESS_ID=str(i)), cwd=REPO,
+  return [subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), str(workdir), str(outdir / f'p{i}.npz'),
+       *args], env=dict(env, REDCONV_PROCESS_ID=str(i)), cwd=REPO,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+
+def _finish(procs):
   try:
     logs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
   finally:
@@ -125,6 +135,13 @@ def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
         p.kill()
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+  return logs
+
+
+@pytest.mark.slow
+def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
+  workdir = tmp_path / 'two'
+  _finish(_start_two_processes(workdir, tmp_path))
 
   infos = [json.load(open(tmp_path / f'p{i}.npz.json')) for i in range(2)]
   assert [i['process_index'] for i in infos] == [0, 1]
@@ -151,5 +168,36 @@ def test_two_processes_end_equal_to_each_other_and_to_one_process(tmp_path):
                              single.final_eval['loss'], rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
+  """A scheduler's SIGTERM reaches process 1 only; JAX's preemption service makes both
+  processes save at one agreed step and exit cleanly (no hang in the all-reduce);
+  one process then resumes that checkpoint alone and finishes."""
+  workdir = tmp_path / 'two'
+  procs = _start_two_processes(workdir, tmp_path, '100')  # 400 steps
+  deadline = time.time() + TIMEOUT_S
+  try:
+    while time.time() < deadline:
+      assert all(p.poll() is None for p in procs), 'finished before the signal'
+      if os.path.exists(workdir / 'metrics.jsonl') and os.path.getsize(
+          workdir / 'metrics.jsonl') > 300:  # a few steps logged
+        break
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+  finally:
+    logs = _finish(procs)
+  infos = [json.load(open(tmp_path / f'p{i}.npz.json')) for i in range(2)]
+  assert all(i['preempted'] for i in infos), logs
+  stopped_at = infos[0]['step']
+  assert infos[1]['step'] == stopped_at < 400
+  assert sorted(int(n) for n in os.listdir(workdir / 'checkpoints'))[-1] == stopped_at
+  p0, p1 = (dict(np.load(tmp_path / f'p{i}.npz')) for i in range(2))
+  chex.assert_trees_all_equal(p0, p1)
+
+  resumed = _train(workdir, devices=jax.devices()[:1], num_epochs=100, log_every_steps=50,
+                   eval_every_epochs=10_000)
+  assert int(resumed.state.step) == 400 and not resumed.preempted
+
+
 if __name__ == '__main__':
-  _worker(sys.argv[1], sys.argv[2])
+  _worker(*sys.argv[1:])
