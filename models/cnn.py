@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models.pooling import max_pool_2x2
 from models.registry import MODELS
 
 
@@ -37,7 +38,9 @@ class CNN(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                          axis_name=self.bn_axis_name if train else None)(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      # Same function and gradient as nn.max_pool(x, (2, 2), strides=(2, 2)), about 2x
+      # faster to train on XLA:CPU (see models/pooling.py).
+      x = max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.dense_width, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
