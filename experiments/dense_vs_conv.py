@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.compute_dtype = ''  # 'bfloat16': bf16 compute, float32 params and loss
   config.log_every_steps = 100
   config.progress_bar = True
+  config.model_names = MODEL_NAMES  # which of config.models to train, in order
   config.models = ml_collections.ConfigDict(dict(
       mlp=dict(name='mlp', hidden_widths=(512, 256), dropout_rate=0.2),
       cnn=dict(name='cnn', widths=(32, 64), convs_per_block=1, dense_width=256,
@@ -173,7 +174,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResu
   os.makedirs(workdir, exist_ok=True)
   train_source, test_source = _sources(config)
   results = {name: train_model(config, name, workdir, train_source, test_source)
-             for name in MODEL_NAMES if name in config.models}
+             for name in config.model_names}
   if any(r.preempted for r in results.values()):
     print('preempted: rerun the same command to resume from the last checkpoint.')
     return results
