@@ -318,5 +318,6 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   bar.close()
   ckpt.close()
   return TrainResult(state=mesh_lib.to_local(state), eval_history=history,
-                     train_seconds=train_seconds, compile_seconds=compile_seconds, steps_per_epoch=steps_per_epoch,
+                     train_seconds=train_seconds, compile_seconds=compile_seconds,
+                     steps_per_epoch=steps_per_epoch,
                      num_params=count_params(state.params), preempted=preempted)

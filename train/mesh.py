@@ -79,7 +79,7 @@ def local_rows(batch_size: int, mesh: Mesh) -> tuple[int, int]:
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh,
                  batch_size: int) -> dict[str, jax.Array]:
-  """This process's rows `[batch_size / num_processes, ...]` -> global arrays `[batch_size, ...]`."""
+  """This process's rows `[batch_size / num_processes, ...]` -> global `[batch_size, ...]`."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(
               sharding, np.asarray(v), (batch_size,) + np.shape(v)[1:])
