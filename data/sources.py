@@ -27,7 +27,8 @@ class Source:
 def build_source(data_config: Mapping[str, Any], split: str) -> Source:
   """Builds `data_config['source']` for `split`; other fields are its keyword arguments."""
   # Imported here so every source registers itself before the lookup.
-  from data import cifar10, fashion_mnist, image_folder  # noqa: F401
+  from data import (cifar10, fashion_mnist, image_folder, oxford_pet,  # noqa: F401
+                    seg_folder, shapes)
   kwargs = dict(data_config)
   name = kwargs.pop('source')
   return SOURCES.get(name)(split=split, **kwargs)

@@ -1,5 +1,5 @@
 """Pure Flax linen models. Importing this package registers every model by name."""
-from models import cnn, mlp, resnet  # noqa: F401  (registration side effect)
+from models import cnn, mlp, resnet, unet  # noqa: F401  (registration side effect)
 from models.registry import MODELS, build_model
 
 __all__ = ['MODELS', 'build_model']

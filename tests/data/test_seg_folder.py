@@ -1,0 +1,96 @@
+"""Paired image/mask folders: matching, clear errors, CamVid and ISBI layouts."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import seg_folder
+from data.sources import build_source
+from tests.conftest import shared_data_path
+
+
+def _write(path, array):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  array = np.asarray(array, np.uint8)
+  if array.ndim == 2:
+    array = array[..., None]
+  tf.io.write_file(path, tf.io.encode_png(array))
+
+
+def _folder(root, names=('b', 'a', '10', '2'), size=(6, 8), mask_fn=None):
+  rng = np.random.default_rng(0)
+  for name in names:
+    _write(os.path.join(root, 'train', f'{name}.png'), rng.integers(0, 256, size + (3,)))
+    mask = rng.integers(0, 3, size) if mask_fn is None else mask_fn(name)
+    _write(os.path.join(root, 'trainannot', f'{name}.png'), mask)
+  return root
+
+
+def _config(root, **kw):
+  return {'source': 'seg_folder', 'data_dir': str(root), 'class_names': ('x', 'y', 'z'),
+          'ignore_id': 255, **kw}
+
+
+def test_pairs_are_matched_by_name_in_numeric_then_name_order(tmp_path):
+  root = _folder(str(tmp_path))
+  pairs = seg_folder.list_pairs(os.path.join(root, 'train'), os.path.join(root, 'trainannot'))
+  assert [os.path.basename(i) for i, _ in pairs] == ['2.png', '10.png', 'a.png', 'b.png']
+  assert all(os.path.basename(i) == os.path.basename(m) for i, m in pairs)
+  source = build_source(_config(root), 'train')
+  assert source.num_examples == 4 and source.image_shape == (6, 8, 3)
+  example = next(source.dataset.as_numpy_iterator())
+  assert example['mask'].dtype == np.int32 and example['mask'].shape == (6, 8)
+  raw = tf.io.decode_png(tf.io.read_file(pairs[0][1])).numpy()[..., 0]
+  np.testing.assert_array_equal(example['mask'], raw)
+
+
+def test_image_without_mask_names_the_file(tmp_path):
+  root = _folder(str(tmp_path))
+  os.remove(os.path.join(root, 'trainannot', 'a.png'))
+  with pytest.raises(seg_folder.SegFolderError, match=r'a\.png has no mask'):
+    build_source(_config(root), 'train')
+
+
+def test_size_mismatch_names_the_file(tmp_path):
+  root = _folder(str(tmp_path))
+  _write(os.path.join(root, 'trainannot', '10.png'), np.zeros((5, 8)))
+  with pytest.raises(seg_folder.SegFolderError, match=r'10\.png: mask size \(5, 8\)'):
+    build_source(_config(root), 'train')
+
+
+def test_mask_value_outside_the_classes_names_the_file(tmp_path):
+  root = _folder(str(tmp_path), mask_fn=lambda name: np.full((6, 8), 7 if name == 'b' else 1))
+  with pytest.raises(seg_folder.SegFolderError, match=r'b\.png: mask values \[7\] outside'):
+    build_source(_config(root), 'train')
+  # The ignore id itself is allowed.
+  build_source(_config(root, ignore_id=7), 'train')
+
+
+def test_value_map_and_unmapped_value(tmp_path):
+  raw = np.array([[0, 255], [255, 0]])
+  np.testing.assert_array_equal(seg_folder.map_mask(raw, 'm.png', 2, None, {0: 0, 255: 1}),
+                                [[0, 1], [1, 0]])
+  with pytest.raises(seg_folder.SegFolderError, match=r'm\.png: mask value 128'):
+    seg_folder.map_mask(np.array([[128]]), 'm.png', 2, None, {0: 0, 255: 1})
+
+
+def test_camvid_folder():
+  root = shared_data_path('camvid_240x180')
+  source = build_source({'source': 'camvid', 'data_dir': root}, 'val')
+  assert source.num_examples == 101 and source.image_shape == (180, 240, 3)
+  assert len(source.class_names) == 11
+  mask = next(source.dataset.as_numpy_iterator())['mask']
+  assert set(np.unique(mask)) <= set(range(12))
+
+
+def test_isbi_membrane_split_24_6():
+  root = shared_data_path('isbi_membrane')
+  train = build_source({'source': 'isbi_membrane', 'data_dir': root}, 'train')
+  val = build_source({'source': 'isbi_membrane', 'data_dir': root}, 'val')
+  assert (train.num_examples, val.num_examples) == (24, 6)
+  assert val.image_shape == (512, 512, 1)
+  mask = next(val.dataset.as_numpy_iterator())['mask']
+  assert set(np.unique(mask)) == {0, 1} and 0.6 < mask.mean() < 0.9  # mostly cell
+  with pytest.raises(ValueError, match='train_slices'):
+    build_source({'source': 'isbi_membrane', 'data_dir': root, 'train_slices': 30}, 'train')
