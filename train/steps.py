@@ -27,6 +27,22 @@ def image_inputs(batch: Batch) -> tuple:
   return (batch['image'],)
 
 
+def normalized_image_inputs(mean: float | tuple = 0.0, std: float | tuple = 1.0) -> InputsFn:
+  """An `inputs_fn` taking uint8 `batch['image']` [B, H, W, C] to `(image / 255 - mean) / std`.
+
+  The same arithmetic as `data.pipeline.normalize_image`, done inside the jitted step
+  on the whole batch instead of per example in the tf.data map: a per-example map
+  costs tens of microseconds per image on a CPU, which made the input pipeline the
+  bottleneck of small models (the MLP), and uint8 batches are 4x smaller to transfer.
+  """
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+
+  def inputs_fn(batch: Batch) -> tuple:
+    return ((batch['image'].astype(jnp.float32) / 255.0 - mean) / std,)
+  return inputs_fn
+
+
 def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
                inputs_fn: InputsFn = image_inputs, axis_name: Optional[str] = None
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:

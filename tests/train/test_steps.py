@@ -90,3 +90,14 @@ def test_dropout_key_depends_on_step_so_replays_are_identical():
   b, _ = steps.train_step(state, batch, loss_fn=cross_entropy_loss)
   chex.assert_trees_all_equal(a.params, b.params)
   assert jnp.all(jnp.isfinite(jax.flatten_util.ravel_pytree(a.params)[0]))
+
+
+def test_normalized_image_inputs_match_the_pipeline_normalisation():
+  import tensorflow as tf  # noqa: F401  (data.pipeline imports it)
+  from data import pipeline
+  images = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3)).astype(np.uint8)
+  mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+  (got,) = jax.jit(steps.normalized_image_inputs(mean, std))({'image': images})
+  expected = pipeline.normalize_image({'image': images}, mean, std)['image'].numpy()
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
