@@ -78,8 +78,13 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
       features = preprocess_fn(features)
     return features
 
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(per_shard, drop_remainder=True)
+  if augment_fn is None and preprocess_fn is None:
+    # Nothing per example: drop the index per batch. A per-example map costs ~20 us
+    # an image on a CPU, which capped the pipeline below what a small model consumes.
+    ds = ds.batch(per_shard, drop_remainder=True).map(lambda _, batch: batch)
+  else:
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(per_shard, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -49,3 +49,19 @@ def test_augment_fn_gets_a_distinct_stateless_seed_per_example_and_epoch():
 def test_normalize_image():
   out = pipeline.normalize_image({'image': tf.constant([[[0]], [[255]]], tf.uint8)}, 0.5, 0.25)
   np.testing.assert_allclose(out['image'].numpy().ravel(), [-2.0, 2.0])
+
+
+def test_batches_without_per_example_functions_match_the_mapped_path():
+  # With nothing to map, batches are formed before the index is dropped (fast path);
+  # they must equal the per-example path's batches, order included.
+  dataset = tf.data.Dataset.from_tensor_slices(
+      {'image': np.arange(50 * 4, dtype=np.uint8).reshape(50, 2, 2, 1),
+       'label': np.arange(50, dtype=np.int32)})
+  kwargs = dict(batch_size=8, seed=3, epoch=2, skip_batches=1)
+  fast = list(pipeline.train_batches(dataset, **kwargs).as_numpy_iterator())
+  mapped = list(pipeline.train_batches(dataset, preprocess_fn=lambda f: f,
+                                       **kwargs).as_numpy_iterator())
+  assert len(fast) == len(mapped) == 50 // 8 - 1
+  for a, b in zip(fast, mapped):
+    np.testing.assert_array_equal(a['label'], b['label'])
+    np.testing.assert_array_equal(a['image'], b['image'])
