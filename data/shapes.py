@@ -79,8 +79,12 @@ def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.nd
 
 def make_example(seed: int, split_id: int, index: int, image_size: Sequence[int] = (128, 128),
                  max_instances: int = 6, min_instances: int = 1,
-                 min_visible_pixels: int = 8) -> dict[str, np.ndarray]:
-  """One example as NumPy arrays (see the module docstring for the keys)."""
+                 min_visible_pixels: int = 8, size_range: Sequence[float] = (0.08, 0.2)
+                 ) -> dict[str, np.ndarray]:
+  """One example as NumPy arrays (see the module docstring for the keys).
+
+  size_range: a shape's radius as a fraction of the shorter image side, uniform.
+  """
   height, width = (int(d) for d in image_size)
   rng = np.random.default_rng((seed, split_id, index))
   x, y = _grid(height, width)
@@ -91,7 +95,7 @@ def make_example(seed: int, split_id: int, index: int, image_size: Sequence[int]
   classes = rng.integers(1, len(CLASS_NAMES), count).astype(np.int32)
   side = min(height, width)
   for i, kind in enumerate(classes):
-    r = rng.uniform(0.08, 0.2) * side
+    r = rng.uniform(*size_range) * side
     cx, cy = rng.uniform(r * 0.5, width - r * 0.5), rng.uniform(r * 0.5, height - r * 0.5)
     region = _shape_mask(int(kind), x, y, cx, cy, r, rng.uniform(0, 2 * np.pi))
     color = rng.uniform(0, 255, 3).astype(np.float32)
@@ -130,7 +134,8 @@ def make_split(num_examples: int, seed: int = 0, split: str = 'train',
 @SOURCES.register('shapes')
 def shapes_source(split: str, train_examples: int = 2000, eval_examples: int = 500,
                   seed: int = 0, image_size: Sequence[int] = (128, 128),
-                  max_instances: int = 6, min_instances: int = 1, target: str = 'semantic',
+                  max_instances: int = 6, min_instances: int = 1,
+                  size_range: Sequence[float] = (0.08, 0.2), target: str = 'semantic',
                   with_instances: bool = False, **unused: Any) -> Source:
   """The shapes data set: `train_examples` for 'train', `eval_examples` for val/test.
 
@@ -143,7 +148,7 @@ def shapes_source(split: str, train_examples: int = 2000, eval_examples: int = 5
                      "or 'binary'.")
   num = train_examples if split == 'train' else eval_examples
   arrays = make_split(num, seed, split, image_size=image_size, max_instances=max_instances,
-                      min_instances=min_instances)
+                      min_instances=min_instances, size_range=tuple(size_range))
   if target == 'binary':
     arrays['mask'] = (arrays['mask'] > 0).astype(np.int32)
   if not with_instances:

@@ -44,8 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(
-      source='shapes', train_examples=3000, eval_examples=500, seed=0, image_size=(64, 64),
-      target='semantic', data_dir='', train_slices=24, mean=0.5, std=0.25))
+      source='shapes', train_examples=4000, eval_examples=500, seed=0, image_size=(64, 64),
+      max_instances=4, size_range=(0.12, 0.25), target='semantic', data_dir='',
+      train_slices=24, mean=0.5, std=0.25))
   config.eval_split = 'val'
   config.train_repeats = 1  # a small training set repeated (each copy augmented anew)
   config.ignore_id = 255
@@ -57,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict(dict(
       ce_weight=1.0, dice_weight=0.5,
       class_weights=''))  # '' = none, 'median_frequency', or a comma-separated list
-  config.num_epochs = 12
+  config.num_epochs = 10
   config.batch_size = 32
   config.eval_batch_size = 50
   config.optimizer = ml_collections.ConfigDict(dict(

@@ -89,3 +89,9 @@ def test_write_coco_round_trips_masks(tmp_path):
     np.testing.assert_array_equal(mask_utils.decode(rle), example['instance_masks'][i])
     x0, y0, x1, y1 = example['boxes'][i]
     assert a['bbox'] == [x0, y0, x1 - x0, y1 - y0] and a['category_id'] == example['classes'][i]
+
+
+def test_size_range_sets_the_shape_size():
+  small = shapes.make_split(10, image_size=(64, 64), max_instances=1, size_range=(0.05, 0.06))
+  large = shapes.make_split(10, image_size=(64, 64), max_instances=1, size_range=(0.3, 0.31))
+  assert (small['mask'] > 0).mean() * 8 < (large['mask'] > 0).mean()
