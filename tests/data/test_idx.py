@@ -95,5 +95,6 @@ def test_fashion_mnist_source_rejects_out_of_range_labels(tmp_path, rng):
   from data.sources import build_source
   _write_split(tmp_path, rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
                np.array([0, 3, 12], np.uint8))
-  with pytest.raises(idx.IdxFormatError, match=r'labels in \[0, 12\], expected \[0, 9\]'):
+  with pytest.raises(idx.IdxFormatError,
+                     match=r'train-labels-idx1-ubyte.gz: example 2 has label 12, expected \[0, 9\]'):
     build_source({'source': 'fashion_mnist_idx', 'data_dir': str(tmp_path)}, 'train')
