@@ -8,15 +8,19 @@ LeCun-normal init and the same training images:
     from `data.pipeline.train_batches` (per-epoch shuffle) on the project's source
     (Fashion-MNIST: the IDX files), normalised inside the jitted step
     (`train.steps.normalized_image_inputs`, the step's `inputs_fn`).
-  - keras: Keras 3 `model.fit` on the TensorFlow backend (its default jit_compile),
-    fed by a tf.data pipeline of pre-normalised arrays.
+  - keras: Keras 3 `model.fit` on the TensorFlow backend (its default jit_compile,
+    which resolves to False here: TensorFlow's own kernels, oneDNN on x86), fed by a
+    tf.data pipeline of pre-normalised arrays. `keras_xla` (not in the default list):
+    the same with jit_compile=True, i.e. through XLA:CPU like JAX.
   - torch / torch_compile: PyTorch eager, and `torch.compile(model)` (inductor),
     a plain loop over a shuffled `DataLoader` of pre-normalised NCHW tensors.
-Every framework gets 2 intra-op threads. Per framework: one warm-up repeat (its
-time, which includes tracing/compilation, is reported), then `--repeats` timed
-repeats of `steps` steps; images/s is the median over the repeats. img/CPU-s divides
-by the process's CPU time instead of wall time, which other load on the machine
-disturbs less.
+Every framework gets 2 intra-op threads; PyTorch is also run with 1 (`_1t` rows;
+`torch_compile` with 2 threads is left out of the default list because it was slower
+than eager and took ~5 minutes on ResNet-20 here; add it with --frameworks). Per
+framework: one warm-up repeat (its time, which includes tracing/compilation, is
+reported), then `--repeats` timed repeats of `steps` steps; images/s is the median
+over the repeats. img/CPU-s divides by the process's CPU time instead of wall time,
+which other load on the machine disturbs less.
 
   PYTHONPATH=. python benchmarks/train_throughput.py [--models mlp,cnn,resnet20]
 prints the table and writes benchmarks/results/train_throughput.md.
@@ -36,7 +40,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-FRAMEWORKS = ('ours', 'keras', 'torch', 'torch_compile')
+# `_1t`: one intra-op thread. On this shared 2-core machine PyTorch's 2-thread OpenMP
+# pool ran ~4x slower than 1 thread whenever other processes held a core, so both
+# are reported; the fair-share comparison is the 2-thread row.
+FRAMEWORKS = ('ours', 'keras', 'keras_xla', 'torch', 'torch_1t', 'torch_compile', 'torch_compile_1t')
 LEARNING_RATE, WEIGHT_DECAY = 1e-3, 1e-4
 CIFAR_CACHE = '/tmp/redconv_bench_cifar10_test.npz'
 
@@ -135,7 +142,8 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
                           device=str(jax.devices()[0].platform))
 
 
-def worker_keras(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
+def worker_keras(w: Workload, batch_size: int, steps: int, repeats: int,
+                 jit_compile: str | bool = 'auto') -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(common.THREADS)
   tf.config.set_visible_devices([], 'GPU')
@@ -146,7 +154,8 @@ def worker_keras(w: Workload, batch_size: int, steps: int, repeats: int) -> dict
   keras.utils.set_random_seed(0)
   model = getattr(peers_keras, w.peer)(input_shape=x.shape[1:])
   model.compile(optimizer=peers_keras.adamw(LEARNING_RATE, WEIGHT_DECAY),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=jit_compile)
   ds = (tf.data.Dataset.from_tensor_slices((x, labels)).shuffle(len(x), seed=0).repeat()
         .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
   clocks = []
@@ -167,10 +176,10 @@ def worker_keras(w: Workload, batch_size: int, steps: int, repeats: int) -> dict
 
 
 def worker_torch(w: Workload, batch_size: int, steps: int, repeats: int,
-                 compile_model: bool) -> dict:
+                 compile_model: bool, threads: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import peers_torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(common.THREADS)
+  torch.set_num_threads(threads)
   torch.manual_seed(0)
   images, labels, mean, std = load_arrays(w.dataset)
   x = torch.from_numpy(np.ascontiguousarray(normalized(images, mean, std).transpose(0, 3, 1, 2)))
@@ -209,8 +218,11 @@ def run_worker(framework: str, w: Workload, batch_size: int, steps: int, repeats
     return worker_ours(w, batch_size, steps, repeats)
   if framework == 'keras':
     return worker_keras(w, batch_size, steps, repeats)
-  if framework in ('torch', 'torch_compile'):
-    return worker_torch(w, batch_size, steps, repeats, framework == 'torch_compile')
+  if framework == 'keras_xla':  # diagnostic: TensorFlow through XLA:CPU, as JAX is
+    return worker_keras(w, batch_size, steps, repeats, jit_compile=True)
+  if framework.startswith('torch'):
+    return worker_torch(w, batch_size, steps, repeats, framework.startswith('torch_compile'),
+                        1 if framework.endswith('_1t') else common.THREADS)
   raise ValueError(f'--worker={framework!r}; expected one of {FRAMEWORKS}.')
 
 
@@ -218,8 +230,8 @@ def table_rows(results: dict, workloads: list[Workload]) -> list[list[str]]:
   rows = []
   for w in workloads:
     ours = results[w.name].get('ours', {}).get('items_per_s')
-    for framework in FRAMEWORKS:
-      r = results[w.name].get(framework)
+    for framework in results[w.name]:
+      r = results[w.name][framework]
       if r is None:
         continue
       if 'error' in r:
@@ -236,7 +248,7 @@ def table_rows(results: dict, workloads: list[Workload]) -> list[list[str]]:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='mlp,cnn,resnet20')
-  parser.add_argument('--frameworks', default=','.join(FRAMEWORKS))
+  parser.add_argument('--frameworks', default='ours,keras,torch,torch_1t,torch_compile_1t')
   parser.add_argument('--batch_size', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=0, help='steps per repeat (0: per model)')
@@ -258,7 +270,9 @@ def main(argv=None) -> None:
       worker_args = ['--worker', framework, '--models', w.name, '--batch_size',
                      str(args.batch_size), '--repeats', str(args.repeats), '--steps',
                      str(args.steps or w.steps)]
-      r = common.run_worker('benchmarks.train_throughput', worker_args, args.timeout)
+      threads = 1 if framework.endswith('_1t') else common.THREADS
+      r = common.run_worker('benchmarks.train_throughput', worker_args, args.timeout,
+                            common.thread_env(threads))
       results[w.name][framework] = r
       print(f'{w.name:9s} {framework:14s} ' + json.dumps(
           {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
@@ -268,7 +282,7 @@ def main(argv=None) -> None:
   table = common.markdown_table(headers, table_rows(results, workloads))
   intro = (f'Batch {args.batch_size}, float32, AdamW; {args.repeats} timed repeats after '
            'one warm-up repeat (warm-up s includes compilation); each framework in its own '
-           'process with 2 intra-op threads. `PYTHONPATH=. python '
+           'process with 2 intra-op threads (`_1t`: 1 thread). `PYTHONPATH=. python '
            'benchmarks/train_throughput.py ' + ' '.join(sys.argv[1:]) + '`\n\n'
            + common.machine_description(['jax', 'jaxlib', 'flax', 'optax', 'tensorflow-cpu',
                                          'keras', 'torch']))
