@@ -27,8 +27,30 @@ from benchmarks import common  # noqa: E402
 from benchmarks.train_throughput import WORKLOADS, load_arrays  # noqa: E402
 
 # Sources the issue asks about that data/ does not provide yet.
-NOT_YET_AVAILABLE = ('coco_json (COCO-format detection source)',
-                     'synthetic shapes (procedural images + masks)')
+NOT_YET_AVAILABLE = ('coco_json (COCO-format detection source)',)
+# Pipeline-only rows (no classification step to compare with): segmentation sources.
+SEGMENTATION_BATCH = 16
+
+
+def measure_shapes(repeats: int) -> dict:
+  """The synthetic shapes source (128x128 image + semantic mask), pipeline alone."""
+  from data import pipeline, shapes  # pylint: disable=g-import-not-at-top
+  with common.Clock() as build:
+    source = shapes.shapes_source('train', train_examples=2000)
+  batches = pipeline.as_numpy(pipeline.train_batches(
+      source.dataset.repeat(), batch_size=SEGMENTATION_BATCH, seed=0, epoch=0))
+  steps = 50
+
+  def pull():
+    for _ in range(steps):
+      next(batches)
+
+  with common.Clock() as warmup:
+    pull()
+  return {'source': 'shapes (2,000 generated 128x128 examples, semantic masks)',
+          'build_s': build.wall,
+          'pipeline': common.summarize(steps * SEGMENTATION_BATCH, warmup,
+                                       common.timed_repeats(pull, repeats))}
 
 
 def _dataset(dataset: str):
@@ -106,10 +128,14 @@ def main(argv=None) -> None:
   parser.add_argument('--batch_size', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--timeout', type=float, default=300.0)
+  parser.add_argument('--pipeline_only', default='shapes')
   parser.add_argument('--output', default=os.path.join(common.REPO, 'benchmarks', 'results',
                                                       'input_pipeline.md'))
   parser.add_argument('--worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.worker == 'shapes':
+    common.emit_result(measure_shapes(args.repeats))
+    return
   if args.worker:
     w = WORKLOADS[args.worker]
     common.emit_result(measure(w.name, args.batch_size, max(w.steps, 20), args.repeats))
@@ -128,6 +154,16 @@ def main(argv=None) -> None:
     rows.append([name, r['source'], f'{p:.0f}', f'{s:.0f}', f'{f:.0f}', f'{p / s:.1f}x',
                  f'{bottleneck}; fed/step alone {f / s:.2f}; load '
                  f'{r["fed"]["load_1min"]:.1f}'])
+  if 'shapes' in args.pipeline_only:
+    r = common.run_worker('benchmarks.input_pipeline', ['--worker', 'shapes', '--repeats',
+                                                        str(args.repeats)], args.timeout)
+    if 'error' in r:
+      rows.append(['', 'shapes', 'failed', '', '', '', r['error']])
+    else:
+      rows.append(['(U-Net, not timed here)', r['source'],
+                   f'{r["pipeline"]["items_per_s"]:.0f}', '', '', '',
+                   f'batch {SEGMENTATION_BATCH}; generating the 2,000 examples took '
+                   f'{r["build_s"]:.1f} s at source build'])
   for name in NOT_YET_AVAILABLE:
     rows.append(['', name, 'not yet available', '', '', '', 'no such source in data/ yet'])
   headers = ['model', 'source', 'pipeline alone img/s', 'step alone img/s',
