@@ -11,7 +11,8 @@ Offline, on the four official IDX files:
       --config.data.data_dir=../shared/data/fashion_mnist
 Online, TFDS downloads the data (the default source). Quick smoke run:
   python -m experiments.dense_vs_conv --config=experiments/dense_vs_conv.py:runlocal
-Expected on a 2-core CPU (default config, ~9 min): MLP ~0.895, CNN ~0.925 test accuracy.
+Measured on a 2-core CPU (AMD EPYC, default config, idx source, 2026-11-25): 6.5 min for
+the whole command; MLP 0.8981, CNN 0.9298 test accuracy on all 10,000 test images.
 """
 from __future__ import annotations
 
