@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import ml_collections
 import numpy as np

@@ -18,30 +18,19 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:  # run as a script
   sys.path.insert(0, REPO)
 
 from data import pipeline  # noqa: E402
-from data.sources import Source  # noqa: E402
 from models.cnn import CNN  # noqa: E402
 from train import distributed  # noqa: E402
 from train.classification import classification_task  # noqa: E402
 from train.loop import train_and_evaluate  # noqa: E402
+from tests.toy_data import band_source  # noqa: E402
 
 TIMEOUT_S = 300
-
-
-def _source(n, seed):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 3, n).astype(np.int32)
-  images = rng.integers(0, 60, (n, 12, 12, 1)).astype(np.uint8)
-  for k in range(3):
-    images[labels == k, 4 * k:4 * k + 4] += 150
-  ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
-  return Source(ds, n, ('a', 'b', 'c'), (12, 12, 1))
 
 
 def _train(workdir, devices=None, **overrides):
@@ -53,7 +42,7 @@ def _train(workdir, devices=None, **overrides):
   # Dropout on: its masks are drawn for the global batch, whatever the process count.
   return train_and_evaluate(
       config, str(workdir), model=CNN(num_classes=3, widths=(4, 8), dense_width=16),
-      train_source=_source(64, 0), eval_source=_source(40, 1), task=classification_task(),
+      train_source=band_source(64, 0), eval_source=band_source(40, 1), task=classification_task(),
       devices=devices, preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
 
 
@@ -102,7 +91,7 @@ def test_settings_are_a_no_op_for_one_process_and_complete_for_several():
 
 
 def test_host_shards_are_disjoint_and_together_the_global_batch():
-  ds = _source(40, 0).dataset
+  ds = band_source(40, 0).dataset
   seeded = lambda f, seed: {**f, 'seed': seed}  # noqa: E731
   def batches(**kw):
     return list(pipeline.as_numpy(pipeline.train_batches(

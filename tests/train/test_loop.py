@@ -2,29 +2,15 @@
 import os
 
 import chex
-import jax
 import ml_collections
-import numpy as np
 import pytest
-import tensorflow as tf
 
 from data import pipeline
-from data.sources import Source
 from models.cnn import CNN
 from train.classification import classification_task
 from train.loop import NonFiniteLossError, train_and_evaluate
 from train.metric_writer import read_metrics
-
-
-def _source(n, seed):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 3, n).astype(np.int32)
-  # Class k brightens row band k: learnable in a few steps.
-  images = rng.integers(0, 60, (n, 12, 12, 1)).astype(np.uint8)
-  for k in range(3):
-    images[labels == k, 4 * k:4 * k + 4] += 150
-  ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
-  return Source(ds, n, ('a', 'b', 'c'), (12, 12, 1))
+from tests.toy_data import band_source
 
 
 def _config(**overrides):
@@ -39,7 +25,7 @@ def _config(**overrides):
 def _run(workdir, config=None, max_steps=None, train_n=100):
   return train_and_evaluate(
       config or _config(), str(workdir), model=CNN(num_classes=3, widths=(4, 8), dense_width=16),
-      train_source=_source(train_n, 0), eval_source=_source(70, 1),
+      train_source=band_source(train_n, 0), eval_source=band_source(70, 1),
       task=classification_task(), max_steps=max_steps,
       preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
 

@@ -10,10 +10,8 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-import tensorflow as tf
 
 from data import pipeline
-from data.sources import Source
 from models.cnn import CNN
 from models.mlp import MLP
 from train import mesh as mesh_lib
@@ -21,6 +19,7 @@ from train import steps
 from train.classification import classification_task, cross_entropy_loss
 from train.loop import _with_compute_dtype, train_and_evaluate
 from train.state import create_train_state
+from tests.toy_data import band_source
 
 # float32 sums over 4 shards vs. one: the same maths in a different order, so equal
 # to ~1e-6 relative per step; after a few Adam steps 1e-4 / 1e-5 holds with margin.
@@ -107,18 +106,6 @@ def test_one_process_feeds_every_row_and_the_batch_is_split_over_devices():
 
 # --- the loop on a mesh -------------------------------------------------------------
 
-def _source(n, seed, num_classes=3, bad_label_at=None):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 3, n).astype(np.int32)
-  images = rng.integers(0, 60, (n, 12, 12, 1)).astype(np.uint8)
-  for k in range(3):  # class k brightens row band k: learnable in a few steps
-    images[labels == k, 4 * k:4 * k + 4] += 150
-  if bad_label_at is not None:
-    labels[bad_label_at] = num_classes + 2
-  ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
-  return Source(ds, n, ('a', 'b', 'c')[:num_classes], (12, 12, 1))
-
-
 def _config(**overrides):
   config = ml_collections.ConfigDict(dict(
       seed=3, batch_size=16, eval_batch_size=30, num_epochs=2, log_every_steps=3,
@@ -132,7 +119,7 @@ def _run(workdir, devices, config=None, max_steps=None, train_source=None, model
   return train_and_evaluate(
       config or _config(), str(workdir),
       model=model or CNN(num_classes=3, widths=(4, 8), dense_width=16),
-      train_source=train_source or _source(100, 0), eval_source=_source(70, 1),
+      train_source=train_source or band_source(100, 0), eval_source=band_source(70, 1),
       task=classification_task(), max_steps=max_steps, devices=devices,
       preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
 
@@ -200,4 +187,4 @@ def test_label_outside_the_class_range_names_the_example(tmp_path):
   config = _config(seed=0)
   with pytest.raises(ValueError, match=r'training batch of step \d+ \(epoch 0\): example '
                                        r'\d+ .* has label 5, outside \[0, 2\]'):
-    _run(tmp_path, _devices(1), config, train_source=_source(32, 0, bad_label_at=7))
+    _run(tmp_path, _devices(1), config, train_source=band_source(32, 0, bad_label_at=7))

@@ -4,9 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from data.sources import Source
 from train import confusion, segmentation
 
 
