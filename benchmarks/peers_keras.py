@@ -60,6 +60,29 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10) -> keras.Model:
   return keras.Model(inputs, layers.Dense(num_classes, kernel_initializer=_INIT)(x))
 
 
+def unet(input_shape=(128, 128, 3), num_classes=4, depth=3, base_width=16) -> keras.Model:
+  """models/unet.py with norm='batch', upsample='transpose', max_width never reached."""
+  def block(x, width):
+    for _ in range(2):
+      x = layers.Conv2D(width, 3, padding='same', use_bias=False, kernel_initializer=_INIT)(x)
+      x = layers.ReLU()(_bn()(x))
+    return x
+
+  inputs = keras.Input(input_shape)
+  x, skips = inputs, []
+  for level in range(depth):
+    x = block(x, base_width * 2**level)
+    skips.append(x)
+    x = layers.MaxPooling2D(2)(x)
+  x = block(x, base_width * 2**depth)
+  for level in reversed(range(depth)):
+    width = base_width * 2**level
+    x = layers.Conv2DTranspose(width, 2, strides=2, padding='same',
+                               kernel_initializer=_INIT)(x)
+    x = block(layers.Concatenate()([skips[level], x]), width)
+  return keras.Model(inputs, layers.Conv2D(num_classes, 1, kernel_initializer=_INIT)(x))
+
+
 def adamw(learning_rate: float, weight_decay: float) -> keras.optimizers.Optimizer:
   """AdamW with weight decay on kernels only (BatchNorm and biases excluded), as ours."""
   opt = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay,

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 
-def _lecun_normal_(weight: torch.Tensor) -> None:
-  fan_in = weight[0].numel()
+def _lecun_normal_(weight: torch.Tensor, transposed: bool = False) -> None:
+  # A transposed conv's weight is [in, out, kh, kw]: its fan-in is in * kh * kw.
+  fan_in = weight[:, 0].numel() if transposed else weight[0].numel()
   # Truncated at 2 std, rescaled so the variance is 1 / fan_in (as jax's variance_scaling).
   std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
   nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
@@ -23,8 +24,8 @@ def _lecun_normal_(weight: torch.Tensor) -> None:
 
 def _init(module: nn.Module) -> nn.Module:
   for m in module.modules():
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-      _lecun_normal_(m.weight)
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+      _lecun_normal_(m.weight, isinstance(m, nn.ConvTranspose2d))
       if m.bias is not None:
         nn.init.zeros_(m.bias)
   return module
@@ -94,6 +95,47 @@ class ResNetCifar(nn.Module):
 
 def resnet20() -> nn.Module:
   return ResNetCifar(20)
+
+
+def _unet_block(in_width: int, width: int) -> nn.Sequential:
+  return nn.Sequential(nn.Conv2d(in_width, width, 3, padding=1, bias=False), _bn(width),
+                       nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False),
+                       _bn(width), nn.ReLU())
+
+
+class UNet(nn.Module):
+  """models/unet.py with norm='batch', upsample='transpose'; input [B, C, H, W]."""
+
+  def __init__(self, num_classes: int = 4, depth: int = 3, base_width: int = 16,
+               in_channels: int = 3):
+    super().__init__()
+    widths = [base_width * 2**level for level in range(depth + 1)]
+    self.down = nn.ModuleList()
+    for level in range(depth):
+      self.down.append(_unet_block(in_channels, widths[level]))
+      in_channels = widths[level]
+    self.bottleneck = _unet_block(widths[depth - 1], widths[depth])
+    self.up = nn.ModuleList(nn.ConvTranspose2d(widths[l + 1], widths[l], 2, stride=2)
+                            for l in reversed(range(depth)))
+    self.up_blocks = nn.ModuleList(_unet_block(2 * widths[l], widths[l])
+                                   for l in reversed(range(depth)))
+    self.head = nn.Conv2d(widths[0], num_classes, 1)
+    _init(self)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    skips = []
+    for block in self.down:
+      x = block(x)
+      skips.append(x)
+      x = nn.functional.max_pool2d(x, 2)
+    x = self.bottleneck(x)
+    for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
+      x = block(torch.cat([skip, up(x)], dim=1))
+    return self.head(x)
+
+
+def unet() -> nn.Module:
+  return UNet()
 
 
 def adamw(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:

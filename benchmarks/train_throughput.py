@@ -23,7 +23,11 @@ over the repeats. img/CPU-s divides by the process's CPU time instead of wall ti
 which other load on the machine disturbs less.
 
   PYTHONPATH=. python benchmarks/train_throughput.py [--models mlp,cnn,resnet20]
-prints the table and writes benchmarks/results/train_throughput.md.
+prints the table and writes benchmarks/results/train_throughput.md. The U-Net row
+(models/unet.py at 128x128x3, batch 8, per-pixel softmax CE on `shapes` masks) is
+run and written separately:
+  PYTHONPATH=. python benchmarks/train_throughput.py --models unet \
+      --output benchmarks/results/train_throughput_unet.md
 """
 from __future__ import annotations
 
@@ -53,9 +57,10 @@ class Workload:
   """One row group: a model of ours (models.build_model config) and its peers by name."""
   name: str
   model_config: dict
-  dataset: str           # 'fashion_mnist' | 'cifar10'
+  dataset: str           # 'fashion_mnist' | 'cifar10' | 'shapes' (segmentation masks)
   steps: int             # steps per timed repeat
   peer: str              # function name in peers_keras / peers_torch
+  batch_size: int = 128  # unless --batch_size is given
 
 
 WORKLOADS = {
@@ -64,11 +69,24 @@ WORKLOADS = {
     'cnn': Workload('cnn', {'name': 'cnn', 'widths': (32, 64), 'dense_width': 256},
                     'fashion_mnist', 20, 'cnn'),
     'resnet20': Workload('resnet20', {'name': 'resnet20'}, 'cifar10', 6, 'resnet20'),
+    # experiments/segment_semantic.py's model (depth 3, width 16, BatchNorm, transposed
+    # convs) at 128x128, 4 classes, per-pixel softmax CE; batch 8 as its CamVid variant.
+    'unet': Workload('unet', {'name': 'unet', 'num_classes': 4, 'depth': 3, 'base_width': 16,
+                              'norm': 'batch', 'upsample': 'transpose'}, 'shapes', 8, 'unet',
+                     batch_size=8),
 }
+SHAPES_EXAMPLES, SHAPES_SIZE = 256, (128, 128)
 
 
 def load_arrays(dataset: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
-  """(uint8 images [N, H, W, C], int32 labels [N], mean, std) of the benchmark's images."""
+  """(uint8 images [N, H, W, C], int32 labels [N] (shapes: masks [N, H, W]), mean, std)."""
+  if dataset == 'shapes':
+    from data import shapes  # pylint: disable=g-import-not-at-top
+    arrays = shapes.shapes_source('train', train_examples=SHAPES_EXAMPLES,
+                                  image_size=SHAPES_SIZE).dataset
+    batch = next(arrays.batch(SHAPES_EXAMPLES).as_numpy_iterator())
+    # experiments/segment_semantic.py's normalisation.
+    return batch['image'], batch['mask'].astype(np.int32), (0.5,), (0.25,)
   if dataset == 'fashion_mnist':
     from data import idx  # pylint: disable=g-import-not-at-top
     images, labels = idx.load_split(os.path.join(common.SHARED_DATA, 'fashion_mnist'), 'train')
@@ -85,7 +103,7 @@ def load_arrays(dataset: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
     arrays = np.load(CIFAR_CACHE)
     return arrays['images'], arrays['labels'], cifar10.MEAN, cifar10.STD
   raise ValueError(f'train_throughput.py: dataset={dataset!r}; expected fashion_mnist or '
-                   'cifar10.')
+                   'cifar10 or shapes.')
 
 
 def normalized(images: np.ndarray, mean: tuple, std: tuple) -> np.ndarray:
@@ -102,10 +120,16 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
   from train.state import create_train_state  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   images, labels, mean, std = load_arrays(w.dataset)
+  loss_fn = cross_entropy_loss
   if w.dataset == 'fashion_mnist':
     from data import fashion_mnist  # pylint: disable=g-import-not-at-top
     dataset = fashion_mnist.idx_source(
         'train', os.path.join(common.SHARED_DATA, 'fashion_mnist')).dataset
+  elif w.dataset == 'shapes':
+    from data import shapes  # pylint: disable=g-import-not-at-top
+    dataset = shapes.shapes_source('train', train_examples=SHAPES_EXAMPLES,
+                                   image_size=SHAPES_SIZE).dataset
+    loss_fn = pixel_cross_entropy
   else:
     dataset = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
   model = models.build_model(w.model_config)
@@ -115,7 +139,7 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
   holder = {'state': create_train_state(model, tx, (1,) + images.shape[1:],
                                         jax.random.PRNGKey(0))}
   step = jax.jit(functools.partial(
-      train_steps.train_step, loss_fn=cross_entropy_loss,
+      train_steps.train_step, loss_fn=loss_fn,
       inputs_fn=train_steps.normalized_image_inputs(mean, std)),
                  donate_argnums=(0,))
 
@@ -138,8 +162,22 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
   with common.Clock() as warmup:
     run()
   times = common.timed_repeats(run, repeats)
+  params = sum(p.size for p in jax.tree_util.tree_leaves(holder['state'].params))
   return common.summarize(steps * batch_size, warmup, times, loss=holder['loss'],
-                          device=str(jax.devices()[0].platform))
+                          params=int(params), device=str(jax.devices()[0].platform))
+
+
+def pixel_cross_entropy(logits, batch: dict) -> tuple:
+  """Mean softmax CE over the pixels of logits [B, H, W, C] vs. batch['mask'] [B, H, W].
+
+  train.segmentation's CE alone: its full loss also computes soft Dice and pixel
+  accuracy, which the peers' plain cross-entropy does not.
+  """
+  from train import segmentation  # pylint: disable=g-import-not-at-top
+  labels = batch['mask'].astype('int32')
+  counted = segmentation.counted_pixels(labels, logits.shape[-1])
+  ce = segmentation.softmax_cross_entropy(logits, labels, counted)
+  return ce, {'loss': ce}
 
 
 def worker_keras(w: Workload, batch_size: int, steps: int, repeats: int,
@@ -170,8 +208,9 @@ def worker_keras(w: Workload, batch_size: int, steps: int, repeats: int,
   history = model.fit(ds, epochs=repeats + 1, steps_per_epoch=steps, verbose=0,
                       callbacks=[EpochClock()])
   times = [(c.wall, c.cpu) for c in clocks[1:]]
+  params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
   return common.summarize(steps * batch_size, clocks[0], times,
-                          loss=float(history.history['loss'][-1]),
+                          loss=float(history.history['loss'][-1]), params=params,
                           jit_compile=str(model.jit_compile))
 
 
@@ -210,7 +249,9 @@ def worker_torch(w: Workload, batch_size: int, steps: int, repeats: int,
   with common.Clock() as warmup:
     run()
   times = common.timed_repeats(run, repeats)
-  return common.summarize(steps * batch_size, warmup, times, loss=holder['loss'])
+  params = sum(p.numel() for p in model.parameters())
+  return common.summarize(steps * batch_size, warmup, times, loss=holder['loss'],
+                          params=params)
 
 
 def run_worker(framework: str, w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
@@ -226,6 +267,10 @@ def run_worker(framework: str, w: Workload, batch_size: int, steps: int, repeats
   raise ValueError(f'--worker={framework!r}; expected one of {FRAMEWORKS}.')
 
 
+def _rate(v: float) -> str:
+  return f'{v:.1f}' if v < 100 else f'{v:.0f}'  # the U-Net trains tens of images/s
+
+
 def table_rows(results: dict, workloads: list[Workload]) -> list[list[str]]:
   rows = []
   for w in workloads:
@@ -238,10 +283,11 @@ def table_rows(results: dict, workloads: list[Workload]) -> list[list[str]]:
         rows.append([w.name, framework, 'failed', '', '', '', '', r['error']])
         continue
       ratio = '' if framework == 'ours' or not ours else f'{ours / r["items_per_s"]:.2f}x'
-      spread = ', '.join(f'{v:.0f}' for v in r['items_per_s_all'])
-      rows.append([w.name, framework, f'{r["items_per_s"]:.0f}', f'{r["items_per_cpu_s"]:.0f}',
+      spread = ', '.join(_rate(v) for v in r['items_per_s_all'])
+      rows.append([w.name, framework, _rate(r['items_per_s']), _rate(r['items_per_cpu_s']),
                    f'{r["warmup_s"]:.1f}', f'{r["peak_rss_mib"]:.0f}', ratio,
-                   f'repeats: {spread}; load {r["load_1min"]:.1f}'])
+                   f'repeats: {spread}; load {r["load_1min"]:.1f}; '
+                   f'{r.get("params", 0):,} params'])
   return rows
 
 
@@ -249,7 +295,7 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='mlp,cnn,resnet20')
   parser.add_argument('--frameworks', default='ours,keras,torch,torch_1t,torch_compile_1t')
-  parser.add_argument('--batch_size', type=int, default=128)
+  parser.add_argument('--batch_size', type=int, default=0, help='0: per model (128; U-Net 8)')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=0, help='steps per repeat (0: per model)')
   parser.add_argument('--timeout', type=float, default=300.0, help='seconds per worker')
@@ -260,15 +306,16 @@ def main(argv=None) -> None:
   workloads = [WORKLOADS[m] for m in args.models.split(',')]
   if args.worker:
     w = workloads[0]
-    common.emit_result(run_worker(args.worker, w, args.batch_size, args.steps or w.steps,
-                                  args.repeats))
+    common.emit_result(run_worker(args.worker, w, args.batch_size or w.batch_size,
+                                  args.steps or w.steps, args.repeats))
     return
   results: dict = {}
   for w in workloads:
     results[w.name] = {}
     for framework in args.frameworks.split(','):
       worker_args = ['--worker', framework, '--models', w.name, '--batch_size',
-                     str(args.batch_size), '--repeats', str(args.repeats), '--steps',
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='0: per model (128; U-Net 8)')
                      str(args.steps or w.steps)]
       threads = 1 if framework.endswith('_1t') else common.THREADS
       r = common.run_worker('benchmarks.train_throughput', worker_args, args.timeout,
@@ -277,10 +324,14 @@ def main(argv=None) -> None:
       print(f'{w.name:9s} {framework:14s} ' + json.dumps(
           {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
            if k != 'items_per_s_all'}), file=sys.stderr, flush=True)
+    counts = {f: r['params'] for f, r in results[w.name].items() if 'params' in r}
+    if len(set(counts.values())) > 1:
+      print(f'WARNING: {w.name}: parameter counts differ: {counts}', file=sys.stderr)
   headers = ['model', 'framework', 'images/s (median)', 'img/CPU-s', 'warm-up s',
              'peak RSS MiB', 'ours / this', 'notes']
   table = common.markdown_table(headers, table_rows(results, workloads))
-  intro = (f'Batch {args.batch_size}, float32, AdamW; {args.repeats} timed repeats after '
+  batches = ', '.join(f'{w.name} {args.batch_size or w.batch_size}' for w in workloads)
+  intro = (f'Batch ({batches}), float32, AdamW; {args.repeats} timed repeats after '
            'one warm-up repeat (warm-up s includes compilation); each framework in its own '
            'process with 2 intra-op threads (`_1t`: 1 thread). `PYTHONPATH=. python '
            'benchmarks/train_throughput.py ' + ' '.join(sys.argv[1:]) + '`\n\n'
@@ -295,7 +346,12 @@ NOTES = """Differences that remain: the peers read arrays normalised once up fro
 reads uint8 batches from its tf.data pipeline and normalises them inside the step;
 PyTorch uses NCHW (its native layout), so its flatten orders features differently;
 ours uses a warm-up + cosine learning-rate schedule (optax), the peers a constant
-rate; the random streams (init, shuffle, dropout) differ between frameworks."""
+rate; the random streams (init, shuffle, dropout) differ between frameworks.
+U-Net: 256 generated 128x128 `shapes` examples (data/shapes.py, 4 classes); ours
+reads them through the shapes source and `train_batches`, the peers the same arrays
+normalised up front; loss: mean per-pixel softmax cross-entropy in all three (ours
+`train.segmentation.softmax_cross_entropy`, without the Dice term of the experiment);
+parameter counts are equal (printed per row)."""
 
 
 if __name__ == '__main__':
