@@ -295,7 +295,8 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='mlp,cnn,resnet20')
   parser.add_argument('--frameworks', default='ours,keras,torch,torch_1t,torch_compile_1t')
-  parser.add_argument('--batch_size', type=int, default=0, help='0: per model (128; U-Net 8)')
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='0: per model (128; U-Net 8)')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=0, help='steps per repeat (0: per model)')
   parser.add_argument('--timeout', type=float, default=300.0, help='seconds per worker')
@@ -314,9 +315,8 @@ def main(argv=None) -> None:
     results[w.name] = {}
     for framework in args.frameworks.split(','):
       worker_args = ['--worker', framework, '--models', w.name, '--batch_size',
-  parser.add_argument('--batch_size', type=int, default=0,
-                      help='0: per model (128; U-Net 8)')
-                     str(args.steps or w.steps)]
+                     str(args.batch_size or w.batch_size), '--repeats', str(args.repeats),
+                     '--steps', str(args.steps or w.steps)]
       threads = 1 if framework.endswith('_1t') else common.THREADS
       r = common.run_worker('benchmarks.train_throughput', worker_args, args.timeout,
                             common.thread_env(threads))
