@@ -132,3 +132,16 @@ def write_report(path: str, title: str, intro: str, table: str, notes: str) -> N
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(f'# {title}\n\n{intro}\n\n{table}\n\n{notes}\n')
+
+
+def endless_train_batches(dataset: Any, batch_size: int, seed: int = 0):
+  """The project's training batches (NumPy dicts), epoch after epoch, without end.
+
+  Imports the pipeline lazily so peer workers never load the project's data code.
+  """
+  from data import pipeline  # pylint: disable=g-import-not-at-top
+  epoch = 0
+  while True:
+    yield from pipeline.as_numpy(pipeline.train_batches(
+        dataset, batch_size=batch_size, seed=seed, epoch=epoch))
+    epoch += 1

@@ -72,21 +72,13 @@ def _dataset(dataset: str):
 def measure(model_name: str, batch_size: int, steps: int, repeats: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import models  # pylint: disable=g-import-not-at-top
-  from data import pipeline  # pylint: disable=g-import-not-at-top
   from train import optimizer, steps as train_steps  # pylint: disable=g-import-not-at-top
   from train.classification import cross_entropy_loss  # pylint: disable=g-import-not-at-top
   from train.state import create_train_state  # pylint: disable=g-import-not-at-top
   w = WORKLOADS[model_name]
   ds, shape, mean, std, source_name = _dataset(w.dataset)
 
-  def stream():
-    epoch = 0
-    while True:
-      yield from pipeline.as_numpy(pipeline.train_batches(
-          ds, batch_size=batch_size, seed=0, epoch=epoch))
-      epoch += 1
-
-  batches = stream()
+  batches = common.endless_train_batches(ds, batch_size)
   items = steps * batch_size
 
   def pull():

@@ -114,7 +114,6 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import models  # pylint: disable=g-import-not-at-top
-  from data import pipeline  # pylint: disable=g-import-not-at-top
   from train import optimizer, steps as train_steps  # pylint: disable=g-import-not-at-top
   from train.classification import cross_entropy_loss  # pylint: disable=g-import-not-at-top
   from train.state import create_train_state  # pylint: disable=g-import-not-at-top
@@ -143,14 +142,7 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
       inputs_fn=train_steps.normalized_image_inputs(mean, std)),
                  donate_argnums=(0,))
 
-  def batches():
-    epoch = 0
-    while True:
-      yield from pipeline.as_numpy(pipeline.train_batches(
-          dataset, batch_size=batch_size, seed=0, epoch=epoch))
-      epoch += 1
-
-  stream = batches()
+  stream = common.endless_train_batches(dataset, batch_size)
 
   def run():
     state = holder['state']
