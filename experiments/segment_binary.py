@@ -17,6 +17,9 @@ Commands:
   python -m experiments.segment_binary --workdir=workdirs/segment_binary_shapes
   python -m experiments.segment_binary --config=experiments/segment_binary.py:isbi \
       --workdir=workdirs/segment_isbi
+Measured (2-core AMD EPYC CPU shared with other jobs, load 2-4, 2026-11-25): shapes
+Dice 0.9937 in 8.7 min for the whole run; isbi foreground Dice 0.9513 (membrane Dice
+0.793, mIoU 0.782) in 12.6 min.
 """
 from __future__ import annotations
 

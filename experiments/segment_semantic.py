@@ -16,6 +16,9 @@ Commands:
   python -m experiments.segment_semantic --workdir=workdirs/segment_shapes
   python -m experiments.segment_semantic --config=experiments/segment_semantic.py:camvid \
       --workdir=workdirs/segment_camvid
+Measured (2-core AMD EPYC CPU shared with other jobs, load 2-4, 2026-11-25): shapes
+mIoU 0.9442 (background 0.995, circle 0.955, square 0.919, triangle 0.908) in 11.7 min
+for the whole run. camvid: not yet measured.
 The binary experiment (experiments/segment_binary.py) shares `main`: a model with one
 output channel makes the task binary (sigmoid, Dice reported).
 """
