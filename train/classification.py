@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -11,14 +12,10 @@ def cross_entropy_loss(logits: jnp.ndarray, batch: dict, label_smoothing: float 
                        ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Mean softmax cross-entropy of logits `[B, K]` against `batch['label']` `[B]`."""
   num_classes = logits.shape[-1]
-  labels = optax.smooth_labels(jax_one_hot(batch['label'], num_classes), label_smoothing)
+  labels = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), label_smoothing)
   loss = optax.softmax_cross_entropy(logits, labels).mean()
   accuracy = (logits.argmax(-1) == batch['label']).mean()
   return loss, {'loss': loss, 'accuracy': accuracy}
-
-
-def jax_one_hot(labels: jnp.ndarray, num_classes: int) -> jnp.ndarray:
-  return (labels[..., None] == jnp.arange(num_classes)).astype(jnp.float32)
 
 
 def eval_sums(logits: jnp.ndarray, batch: dict) -> dict[str, jnp.ndarray]:
