@@ -22,13 +22,15 @@ class Source:
   num_examples: int
   class_names: Sequence[str]
   image_shape: tuple[int, int, int]  # [H, W, C]
+  # Source-specific facts for evaluation, e.g. COCO's label -> category id mapping.
+  metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def build_source(data_config: Mapping[str, Any], split: str) -> Source:
   """Builds `data_config['source']` for `split`; other fields are its keyword arguments."""
   # Imported here so every source registers itself before the lookup.
-  from data import (cifar10, fashion_mnist, image_folder, oxford_pet,  # noqa: F401
-                    seg_folder, shapes)
+  from data import (cifar10, coco, coco_tfds, fashion_mnist, image_folder,  # noqa: F401
+                    oxford_pet, seg_folder, shapes)
   kwargs = dict(data_config)
   name = kwargs.pop('source')
   return SOURCES.get(name)(split=split, **kwargs)

@@ -1,0 +1,93 @@
+"""Figures of instance segmentation: detections drawn on images, and loss curves."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_COLOURS = plt.get_cmap('tab10').colors
+
+
+def _draw(ax, image: np.ndarray, boxes_xyxy: np.ndarray, classes: np.ndarray,
+          masks: np.ndarray | None, class_names: Sequence[str],
+          scores: np.ndarray | None) -> None:
+  """One panel: every instance its own colour, mask at 45 % opacity, box and label."""
+  canvas = image.astype(np.float32) / 255.0
+  for i, box in enumerate(boxes_xyxy):
+    colour = np.asarray(_COLOURS[i % len(_COLOURS)])
+    if masks is not None:
+      alpha = 0.45 * (masks[i] >= 0.5)[..., None]
+      canvas = canvas * (1 - alpha) + colour * alpha
+  ax.imshow(np.clip(canvas, 0, 1), interpolation='nearest',
+            extent=(0, image.shape[1], image.shape[0], 0))
+  for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
+    colour = _COLOURS[i % len(_COLOURS)]
+    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                               linewidth=1.2))
+    label = class_names[int(classes[i])]
+    if scores is not None:
+      label += f' {scores[i]:.2f}'
+    ax.text(x0, y0, label, fontsize=6, color='white', va='bottom',
+            bbox=dict(facecolor=colour, alpha=0.8, pad=0.5, linewidth=0))
+  ax.set_axis_off()
+
+
+def detections_grid(path: str, images: np.ndarray, ground_truth: Mapping[str, np.ndarray],
+                    detections: Mapping[str, np.ndarray], class_names: Sequence[str],
+                    title: str, score_threshold: float = 0.5) -> None:
+  """Row 1: ground-truth instances; row 2: detections with score >= `score_threshold`.
+
+  images: uint8 [N, H, W, 3]; ground_truth: boxes [N, M, 4], classes [N, M],
+  instance_masks [N, M, H, W], instance_valid [N, M]; detections: boxes_xyxy [N, D, 4],
+  scores [N, D], classes [N, D], masks [N, D, H, W], valid [N, D].
+  """
+  count = len(images)
+  fig, axes = plt.subplots(2, count, figsize=(2.2 * count, 4.6), squeeze=False)
+  for n in range(count):
+    real = np.flatnonzero(ground_truth['instance_valid'][n])
+    _draw(axes[0, n], images[n], ground_truth['boxes'][n][real],
+          ground_truth['classes'][n][real], ground_truth['instance_masks'][n][real],
+          class_names, None)
+    shown = np.flatnonzero(detections['valid'][n]
+                           & (detections['scores'][n] >= score_threshold))
+    _draw(axes[1, n], images[n], detections['boxes_xyxy'][n][shown],
+          detections['classes'][n][shown], detections['masks'][n][shown], class_names,
+          detections['scores'][n][shown])
+  axes[0, 0].set_title('ground truth', fontsize=8, loc='left')
+  axes[1, 0].set_title(f'prediction (score >= {score_threshold})', fontsize=8, loc='left')
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def loss_curves(path: str, series: Mapping[str, Sequence[tuple[int, float]]],
+                steps_per_epoch: int, terms: Sequence[str]) -> None:
+  """Training loss terms (log scale) and the in-loop eval recall/precision per epoch."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+  for name in ('loss',) + tuple(terms):
+    points = series.get(f'train/{name}')
+    if points:
+      steps, values = zip(*points)
+      left.plot(np.asarray(steps) / steps_per_epoch, values, label=name,
+                linewidth=2 if name == 'loss' else 1)
+  left.set_yscale('log')
+  left.set_title('training loss terms')
+  left.legend(fontsize=7)
+  for name in ('recall50', 'precision50'):
+    points = series.get(f'eval/{name}')
+    if points:
+      steps, values = zip(*points)
+      right.plot(np.asarray(steps) / steps_per_epoch, values, marker='o', label=name)
+  right.set_title('validation (score >= 0.5, IoU >= 0.5)')
+  right.legend(fontsize=7)
+  for ax in (left, right):
+    ax.set_xlabel('epoch')
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
