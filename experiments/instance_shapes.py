@@ -15,7 +15,9 @@ Variants (`--config=experiments/instance_shapes.py:<variant>`):
   runlocal          a few tiny images and steps: a smoke run in about a minute.
 Command:
   python -m experiments.instance_shapes --workdir=workdirs/instance_shapes
-Measured: see report.md (and the project's closing notes).
+Measured (2-core AMD EPYC CPU, quiet, 2026-11-25; default config, 18 epochs of 4,000
+images, scored on 500 images of another seed): box AP 0.828, AP50 0.958, AP75 0.904;
+mask AP 0.913, AP50 0.957, AP75 0.927; 37.0 training images/s; whole run 37.3 min.
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def build(config, train_source: Source):
   return model, task
 
 
-def report(config, result: TrainResult, coco: dict, wall_seconds: float,
+def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: float,
            train_source: Source, eval_source: Source) -> str:
   images_seen = result.steps_per_epoch * config.num_epochs * config.batch_size
   cpu = os.times()
@@ -136,6 +138,14 @@ def report(config, result: TrainResult, coco: dict, wall_seconds: float,
       f'{images_seen / max(result.train_seconds, 1e-9):,.1f} | '
       f'{result.compile_seconds:.1f} | {wall_seconds / 60:.1f} | '
       f'{cpu.user + cpu.system:,.0f} on {os.cpu_count()} cores |', '']
+  series = read_metrics(workdir)
+  lines += ['### Training loss terms (mean of the first and last logging interval)', '',
+            '| term | first | last |', '|---|---|---|']
+  for name in ('loss',) + instance_loss.LOSS_TERMS:
+    points = series.get(f'train/{name}', [])
+    if points:
+      lines.append(f'| {name} | {points[0][1]:.4f} | {points[-1][1]:.4f} |')
+  lines.append('')
   per_category = coco['per_category_ap']
   if per_category:
     names = list(next(iter(per_category.values())))
@@ -182,7 +192,8 @@ def main(config: ml_collections.ConfigDict, workdir: str, title: str = 'syntheti
       eval_source.class_names, f'Mask R-CNN on {title}: {config.eval_split} images')
   instance_plots.loss_curves(os.path.join(workdir, 'loss_curves.png'), read_metrics(workdir),
                              result.steps_per_epoch, instance_loss.LOSS_TERMS)
-  text = report(config, result, coco, time.perf_counter() - start, train_source, eval_source)
+  text = report(config, workdir, result, coco, time.perf_counter() - start, train_source,
+                eval_source)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write('\n'.join([f'# Instance segmentation: Mask R-CNN on {title}', '', text, '',
                        '![loss curves](loss_curves.png)', '',
