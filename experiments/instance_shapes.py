@@ -116,8 +116,11 @@ def augment_fn(config):
 def build(config, train_source: Source):
   model = build_model({**config.model.to_dict(),
                        'num_classes': len(train_source.class_names) - 1})
-  task = instance_loss.instance_task(config.data.mean, config.data.std,
-                                     config.loss_weights.to_dict())
+  weights = config.loss_weights.to_dict()
+  if not train_source.metadata.get('has_masks', True):
+    # TFDS coco/2017 has boxes but no masks (data/coco_tfds.py): train the detector only.
+    weights['mask'] = 0.0
+  task = instance_loss.instance_task(config.data.mean, config.data.std, weights)
   return model, task
 
 
