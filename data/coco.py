@@ -213,9 +213,17 @@ def fit_size(height: int, width: int, image_size: Sequence[int]) -> tuple[float,
   """(scale, resized height, resized width) fitting (h, w) into `image_size` (H, W)."""
   out_height, out_width = (int(d) for d in image_size)
   scale = min(out_height / height, out_width / width)
-  resized_height = min(out_height, max(1, int(np.floor(height * scale + 0.5))))
-  resized_width = min(out_width, max(1, int(np.floor(width * scale + 0.5))))
-  return scale, resized_height, resized_width
+  return (scale, resized_extent(height, scale, out_height),
+          resized_extent(width, scale, out_width))
+
+
+def resized_extent(size: int, scale: float, limit: int) -> int:
+  """An original side of `size` pixels resized by `scale`: rounded half up, in [1, limit].
+
+  The one rule for the un-padded part of a resized image (train/coco_eval.py crops
+  predicted masks back to it).
+  """
+  return min(limit, max(1, int(np.floor(size * scale + 0.5))))
 
 
 def nearest_indices(source: int, target: int) -> np.ndarray:

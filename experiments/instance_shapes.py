@@ -190,7 +190,7 @@ def main(config: ml_collections.ConfigDict, workdir: str, title: str = 'syntheti
   shown = slice(0, min(config.num_shown, eval_source.num_examples))
   truth = next(eval_source.dataset.batch(shown.stop).as_numpy_iterator())
   instance_plots.detections_grid(
-      os.path.join(workdir, 'detections.png'), predictions['image'][shown], truth,
+      os.path.join(workdir, 'detections.png'), truth['image'], truth,
       {k: predictions[k][shown] for k in instance_eval.DETECTION_KEYS},
       eval_source.class_names, f'Mask R-CNN on {title}: {config.eval_split} images')
   instance_plots.loss_curves(os.path.join(workdir, 'loss_curves.png'), read_metrics(workdir),

@@ -26,6 +26,7 @@ output channel makes the task binary (sigmoid, Dice reported).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -117,9 +118,9 @@ def sources(config) -> tuple[Source, Source]:
   train_source = build_source(data_config, 'train')
   eval_source = build_source(data_config, config.eval_split)
   if config.train_repeats > 1:
-    train_source = Source(train_source.dataset.repeat(config.train_repeats),
-                          train_source.num_examples * config.train_repeats,
-                          train_source.class_names, train_source.image_shape)
+    train_source = dataclasses.replace(
+        train_source, dataset=train_source.dataset.repeat(config.train_repeats),
+        num_examples=train_source.num_examples * config.train_repeats)
   return train_source, eval_source
 
 
@@ -175,8 +176,8 @@ def train(config, workdir: str, train_source: Source, eval_source: Source,
 def analyse(config, workdir: str, result: TrainResult, eval_source: Source) -> None:
   """Writes overlays.png and learning_curves.png."""
   count = min(config.num_overlays, eval_source.num_examples)
-  images, masks = _numpy_split(Source(eval_source.dataset.take(count), count,
-                                      eval_source.class_names, eval_source.image_shape))
+  images, masks = _numpy_split(dataclasses.replace(
+      eval_source, dataset=eval_source.dataset.take(count), num_examples=count))
   logits = analysis.predict_logits(result.state, images, len(images), normalize(config))
   predictions = np.asarray(segmentation.predictions(logits))
   segmentation_plots.overlays(os.path.join(workdir, 'overlays.png'), images, masks,

@@ -33,6 +33,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from data.coco import resized_extent
+
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
               'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
 TABLE_COLUMNS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
@@ -124,10 +126,9 @@ def detections_to_coco(detections: Mapping[str, np.ndarray], image_ids: Sequence
     height, width = (int(s) for s in original_sizes[b])
     rles = []
     if masks is not None and kept.size:
-      # The un-padded part of the model input, which the original image was resized to;
-      # rounded half up, as data/coco.py's fit_size does.
-      region = (min(max(1, int(np.floor(height * image_scales[b] + 0.5))), masks.shape[2]),
-                min(max(1, int(np.floor(width * image_scales[b] + 0.5))), masks.shape[3]))
+      # The un-padded part of the model input, which the original image was resized to.
+      region = (resized_extent(height, image_scales[b], masks.shape[2]),
+                resized_extent(width, image_scales[b], masks.shape[3]))
       for start in range(0, kept.size, MASK_CHUNK):
         chunk = np.asarray(masks[b, kept[start:start + MASK_CHUNK], :region[0], :region[1]])
         rles += _encode(resize_bilinear(chunk, (height, width)) >= mask_threshold)

@@ -38,7 +38,7 @@ def predict_source(state: TrainState, source: Source, *, batch_size: int,
     keep = np.asarray(batch['valid'])
     for key in DETECTION_KEYS:
       collected.setdefault(key, []).append(np.asarray(outputs[key])[keep])
-    for key in IMAGE_KEYS + ('image',):
+    for key in IMAGE_KEYS:
       collected.setdefault(key, []).append(np.asarray(batch[key])[keep])
   return {k: np.concatenate(v) for k, v in collected.items()}
 

@@ -123,7 +123,5 @@ def instance_task(mean: float | Sequence[float] = 0.0, std: float | Sequence[flo
                   loss_weights: Mapping[str, float] | None = None) -> Task:
   def loss_fn(outputs, batch):
     return instance_loss(outputs, batch, loss_weights)
-  mean = tuple(mean) if isinstance(mean, Sequence) else mean
-  std = tuple(std) if isinstance(std, Sequence) else std
   return Task(loss_fn=loss_fn, sums_fn=detection_sums, inputs_fn=instance_inputs(mean, std),
               means_fn=detection_means)

@@ -122,6 +122,7 @@ class MaskRCNN(nn.Module):
     gt_valid = targets['instance_valid'] & ~is_crowd
     crowd_valid = targets['instance_valid'] & is_crowd
     rpn_key, roi_key = jax.random.split(self.make_rng('dropout'))
+    # Crowd regions are rows of the same boxes array, selected by crowd_valid.
     rpn_targets = jax.vmap(lambda b, v, c, k: targets_lib.rpn_targets(
         anchors, b, v, b, c, k, num_samples=self.rpn_batch_size))(
             gt_boxes, gt_valid, crowd_valid, jax.random.split(rpn_key, batch))
