@@ -30,6 +30,9 @@ Features (N = max_instances, padded; padding rows are all zero / False):
   instance_valid  bool [N]: True for every kept annotation, crowd ones included
   image_id        int64 []: the COCO image id
   image_scale     float32 []: resized / original size (the scale above)
+  resized_size    int32 [2]: (h, w) of the resized image before padding, each side
+                  rounded on its own (resized_extent); boxes and masks map back to the
+                  original exactly per axis by original_size / resized_size
   original_size   int32 [2]: (h, w) of the original image
 """
 from __future__ import annotations
@@ -290,6 +293,7 @@ def load_example(image_info: Mapping[str, Any], annotations: Sequence[dict], ima
   return {'image': image, 'boxes': boxes, 'classes': classes, 'instance_masks': masks,
           'is_crowd': is_crowd, 'instance_valid': valid,
           'image_id': np.int64(image_info['id']), 'image_scale': np.float32(scale),
+          'resized_size': np.array([resized_height, resized_width], np.int32),
           'original_size': np.array([height, width], np.int32)}
 
 
@@ -306,6 +310,7 @@ def output_signature(image_size: Sequence[int], max_instances: int
           'instance_valid': tf.TensorSpec((n,), tf.bool),
           'image_id': tf.TensorSpec((), tf.int64),
           'image_scale': tf.TensorSpec((), tf.float32),
+          'resized_size': tf.TensorSpec((2,), tf.int32),
           'original_size': tf.TensorSpec((2,), tf.int32)}
 
 
