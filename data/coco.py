@@ -19,6 +19,9 @@ Conventions:
   `is_crowd` True after the non-crowd ones, so geometric augmentation moves them with the
   image. Targets are `instance_valid & ~is_crowd`.
 - Grayscale, RGBA (alpha dropped) and palette images become RGB.
+- Every listed image file is checked when the source is built (data/coco_images.py):
+  an unreadable, truncated or wrongly sized file is named with its image id before
+  training starts, not as an anonymous decode error mid-run.
 
 Features (N = max_instances, padded; padding rows are all zero / False):
   image           uint8 [H, W, 3]
@@ -48,6 +51,7 @@ import tensorflow as tf
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from data.coco_images import check_images, load_image
 from data.sources import SOURCES, Source
 
 # Names tried, in order, when the plain split name has no annotation file (COCO's own
@@ -248,12 +252,6 @@ def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
   return mask_utils.decode(rle)
 
 
-def load_image(path: str) -> np.ndarray:
-  """uint8 [h, w, 3]: any PIL-readable image, converted to RGB."""
-  with Image.open(path) as image:
-    return np.asarray(image.convert('RGB'))
-
-
 def load_example(image_info: Mapping[str, Any], annotations: Sequence[dict], image_dir: str,
                  label_of: Mapping[int, int], image_size: Sequence[int],
                  max_instances: int) -> dict[str, np.ndarray]:
@@ -261,7 +259,7 @@ def load_example(image_info: Mapping[str, Any], annotations: Sequence[dict], ima
   out_height, out_width = (int(d) for d in image_size)
   height, width = int(image_info['height']), int(image_info['width'])
   path = os.path.join(image_dir, image_info['file_name'])
-  pixels = load_image(path)
+  pixels = load_image(path, image_info['id'])
   if pixels.shape[:2] != (height, width):
     raise CocoFormatError(
         f'{path}: image id {image_info["id"]} decodes to (h, w) = '
@@ -331,16 +329,22 @@ def _warn_truncated(json_path: str, images: Sequence[dict], per_image: Mapping[i
 @SOURCES.register('coco_json')
 def coco_json_source(split: str, data_dir: str, annotation_file: str = '',
                      image_dir: str = '', image_size: Sequence[int] = (512, 512),
-                     max_instances: int = 100, **unused: Any) -> Source:
+                     max_instances: int = 100, check_files: bool = True,
+                     **unused: Any) -> Source:
   """COCO instances JSON + image folder of `split` (see resolve_paths for the layout).
 
   `split='train'` / `'val'` also find COCO's `train2017` / `val2017` files when no
   `instances_train.json` / `instances_val.json` exists. Every image is an example, with
   or without annotations. More than `max_instances` annotations on an image: the largest
   non-crowd ones are kept (then crowd), with one warning naming the images.
+  `check_files` (default on) checks every listed image file's header, size and end
+  before any work (data/coco_images.py; under a second per 10,000 images on a local
+  disk); turn it off only for a folder already checked on slow storage.
   """
   json_path, images_path = resolve_paths(split, data_dir, annotation_file, image_dir)
   images, per_image, categories = load_annotations(json_path, images_path)
+  if check_files:
+    check_images(json_path, images_path, images)
   label_of = {c['id']: k + 1 for k, c in enumerate(categories)}
   _warn_truncated(json_path, images, per_image, max_instances)
 
