@@ -85,7 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == 'camvid':
     config.data = ml_collections.ConfigDict(dict(
         source='camvid', data_dir='../shared/data/camvid_240x180',
-        mean=(0.39, 0.41, 0.42), std=(0.30, 0.31, 0.30)))
+        # () for class-id masks (this copy); a colour-coded copy: the RGB colour of each
+        # class id, void last, e.g. --config.data.palette='((128, 128, 128), ...)'.
+        palette=(), mean=(0.39, 0.41, 0.42), std=(0.30, 0.31, 0.30)))
     config.ignore_id = 11  # void
     config.augment = ('flip_lr|scale_crop(0.5, 1.0, 1.2, 1.45, size=(144, 192))'
                       '|brightness(0.15)|contrast(0.15)')
