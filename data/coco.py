@@ -60,6 +60,10 @@ SPLIT_FALLBACKS = {'train': ('train2017',), 'val': ('val2017',),
                    'validation': ('val', 'val2017'), 'test': ('test2017',)}
 
 
+# How far (pixels) a box may reach past an image edge before it is called an error.
+BBOX_SLACK = 1.0
+
+
 class CocoFormatError(ValueError):
   """A COCO JSON does not fit the instances schema; the message names the file and field."""
 
@@ -134,6 +138,26 @@ def check_segmentation(segmentation: Any, height: int, width: int, where: str) -
         'expected a list of polygons or an RLE dict.')
 
 
+def check_bbox(bbox: Sequence[Any], height: int, width: int, where: str) -> None:
+  """Raises CocoFormatError unless `bbox` is [x, y, w, h] of finite numbers inside the image.
+
+  A box may reach BBOX_SLACK pixels past an edge (rounding); more is no COCO box, most
+  often [x0, y0, x1, y1] written as [x, y, w, h], which clipping would hide.
+  """
+  if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox):
+    raise CocoFormatError(f'{where}: field "bbox" is {bbox}; expected 4 finite numbers.')
+  x, y, w, h = (float(v) for v in bbox)
+  if w < 0 or h < 0:
+    raise CocoFormatError(f'{where}: field "bbox" {bbox} has a negative width or height; '
+                          'expected [x, y, width, height].')
+  past = max(-x, -y, x + w - width, y + h - height)
+  if past > BBOX_SLACK:
+    raise CocoFormatError(
+        f'{where}: field "bbox" {bbox} reaches {past:g} pixels past the image (width '
+        f'{width}, height {height}); COCO boxes are [x, y, width, height] (is this '
+        '[x0, y0, x1, y1]?).')
+
+
 def load_annotations(json_path: str, image_dir: str
                      ) -> tuple[list[dict], dict[int, list[dict]], list[dict]]:
   """Reads and checks a COCO instances JSON.
@@ -193,6 +217,7 @@ def load_annotations(json_path: str, image_dir: str
     if not isinstance(bbox, list) or len(bbox) != 4:
       raise CocoFormatError(
           f'{where}: field "bbox" is {bbox!r}; expected [x, y, width, height].')
+    check_bbox(bbox, image['height'], image['width'], where)
     check_segmentation(annotation.get('segmentation'), image['height'], image['width'],
                        where)
     per_image[image['id']].append(annotation)

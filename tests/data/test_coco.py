@@ -221,6 +221,14 @@ def _set(path, value):
      r'annotation id 4: field "segmentation.counts"'),
     (_set(('annotations', 0, 'segmentation'), 'polygon'), ValueError,
      r'annotation id 1: field "segmentation" is a str'),
+    # [x0, y0, x1, y1] written as [x, y, w, h]: clipping would have hidden it.
+    (_set(('annotations', 0, 'bbox'), [6, 4, 40, 12]), ValueError,
+     r'annotation id 1: field "bbox" \[6, 4, 40, 12\] reaches 6 pixels past the image '
+     r'\(width 40, height 40\); COCO boxes are \[x, y, width, height\]'),
+    (_set(('annotations', 0, 'bbox'), [6, 4, -10, 8]), ValueError,
+     r'annotation id 1: field "bbox" \[6, 4, -10, 8\] has a negative width'),
+    (_set(('annotations', 0, 'bbox'), [6, 4, float('nan'), 8]), ValueError,
+     r'annotation id 1: field "bbox" is \[6, 4, nan, 8\]; expected 4 finite numbers'),
 ])
 def test_errors_name_file_and_field(tmp_path, mutate, error, field):
   data = _write_dataset(tmp_path)
