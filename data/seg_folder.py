@@ -5,7 +5,7 @@ extension, e.g. `x.jpg` with `x.png`). Masks hold class ids 0..C-1 in one channe
 optionally through a `value_map` (e.g. ISBI's 0/255 -> 0/1), plus an `ignore_id`
 for unlabelled pixels. `read_mask` reads the stored values, never a luminance: a
 grey (L, I;16) mask as it is, a palette (P) PNG as its palette indices (Pascal VOC's
-convention), an RGB or RGBA mask only if its three channels are equal everywhere (and
+convention), no JPEG (lossy: its edges hold wrong class ids), an RGB or RGBA mask only if its three channels are equal everywhere (and
 its alpha opaque); any other colour mask is refused with its file named, unless
 `palette` lists the RGB colour of each value (entry k is the colour of value k), which
 maps colours to values explicitly. All pairs are decoded and checked once, eagerly, so a bad file
@@ -115,12 +115,17 @@ def read_mask(path: str, palette: Optional[Sequence[Sequence[int]]] = None) -> n
   """
   try:
     with Image.open(path) as image:
+      image_format = image.format
       if palette and image.mode in ('P', 'RGB', 'RGBA', 'L', 'LA'):
         image = image.convert('RGBA')
       mode = image.mode
       values = np.asarray(image)
   except (OSError, SyntaxError, ValueError) as e:
     raise SegFolderError(f'{path}: cannot read the mask ({type(e).__name__}: {e}).') from e
+  if image_format == 'JPEG':
+    raise SegFolderError(
+        f'{path}: mask is a JPEG, whose lossy compression turns pixels along every edge '
+        'into other values (other class ids, silently); store masks as PNG.')
   if mode in ('1', 'L', 'P', 'I', 'I;16', 'I;16B', 'I;16L'):
     return values.astype(np.int32)
   if mode not in ('LA', 'RGB', 'RGBA'):

@@ -181,3 +181,14 @@ def test_undecodable_mask_is_named(tmp_path):
     f.write(b'not a png')
   with pytest.raises(seg_folder.SegFolderError, match=re.escape(f'{path}: cannot read the mask')):
     _mask_of(config)
+
+
+def test_jpeg_mask_is_refused(tmp_path):
+  # Lossy: class ids 0..11 come back changed along the edges, still inside 0..11.
+  config, path = _mask_folder(str(tmp_path), Image.fromarray(IDS.astype(np.uint8), 'L'))
+  os.remove(path)
+  Image.fromarray(IDS.astype(np.uint8), 'L').save(
+      path[:-4] + '.jpg', quality=90)
+  with pytest.raises(seg_folder.SegFolderError, match='^' + re.escape(
+      f'{path[:-4]}.jpg: mask is a JPEG, whose lossy compression')):
+    _mask_of(config)
