@@ -162,8 +162,19 @@ def normalize(config):
   return lambda x: (x.astype(np.float32) / 255.0 - mean) / std
 
 
+def check_ignore_id(config, class_names) -> None:
+  """Geometric augmentation fills uncovered mask pixels with `config.ignore_id`: a class id
+  there would train and score those pixels as that class, silently."""
+  if config.augment and 0 <= config.ignore_id < len(class_names):
+    raise ValueError(
+        f'config.ignore_id={config.ignore_id} is the class id of '
+        f'{class_names[config.ignore_id]!r}: the mask pixels that augmentation uncovers would '
+        f'count as that class; use a value outside 0..{len(class_names) - 1} (e.g. 255).')
+
+
 def train(config, workdir: str, train_source: Source, eval_source: Source,
           weights) -> TrainResult:
+  check_ignore_id(config, train_source.class_names)
   num_classes = 1 if is_binary(config) else len(train_source.class_names)
   model = build_model({**config.model.to_dict(), 'num_classes': num_classes})
   mean, std = tuple(np.ravel(config.data.mean)), tuple(np.ravel(config.data.std))
