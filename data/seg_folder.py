@@ -3,12 +3,13 @@
 An image and its mask are matched by file name (the mask may have another
 extension, e.g. `x.jpg` with `x.png`). Masks hold class ids 0..C-1 in one channel,
 optionally through a `value_map` (e.g. ISBI's 0/255 -> 0/1), plus an `ignore_id`
-for unlabelled pixels. `read_mask` reads the stored values, never a luminance: a
-grey (L, I;16) mask as it is, a palette (P) PNG as its palette indices (Pascal VOC's
-convention), no JPEG (lossy: its edges hold wrong class ids), an RGB or RGBA mask only if its three channels are equal everywhere (and
-its alpha opaque); any other colour mask is refused with its file named, unless
-`palette` lists the RGB colour of each value (entry k is the colour of value k), which
-maps colours to values explicitly. All pairs are decoded and checked once, eagerly, so a bad file
+for unlabelled pixels. `read_mask` reads the stored values, never a luminance: a grey
+(L, I;16) mask as it is, a palette (P) PNG as its palette indices (Pascal VOC's
+convention), an RGB or RGBA mask only if its three channels are equal everywhere (and
+its alpha opaque), no JPEG (lossy: its edges hold wrong class ids). Any other colour
+mask is refused with its file named, unless `palette` lists the RGB colour of each
+value (entry k is the colour of value k), which maps colours to values explicitly.
+All pairs are decoded and checked once, eagerly, so a bad file
 is named: an image without a mask, an image and mask of different sizes, images of
 different sizes (batches need one static shape), or a mask value outside the
 declared classes. Examples: `{'image': uint8 [H, W, C], 'mask': int32 [H, W]}`,
