@@ -92,6 +92,7 @@ def convert_example(example: Mapping[str, Any], image_size: Sequence[int],
       'instance_valid': pad(tf.ones_like(kept, tf.bool)),
       'image_id': tf.cast(example['image/id'], tf.int64),
       'image_scale': scale,
+      'resized_size': tf.stack([resized_height, resized_width]),
       'original_size': tf.stack([height, width]),
   }
   signature = output_signature(image_size, max_instances)

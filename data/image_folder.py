@@ -21,12 +21,19 @@ class ImageFolderError(ValueError):
   """The folder layout does not match what the source expects; the message says how."""
 
 
+def _subfolders(directory: str) -> list[str]:
+  return sorted(d for d in os.listdir(directory)
+                if not d.startswith('.') and os.path.isdir(os.path.join(directory, d)))
+
+
 def list_files(root: str, split: str, class_names: Sequence[str] | None = None
                ) -> tuple[list[str], list[int], tuple[str, ...]]:
   """(paths, labels, class names) of `root/split`, in a deterministic order.
 
   `class_names` fixes the label order (e.g. a dataset's official order) and must
-  equal the set of class folders; None takes the sorted folder names.
+  equal the set of class folders; None takes the sorted union of the class folders of
+  every split under `root`, so that a split lacking a class (a small test split) gives
+  every other class the same label as the training split does.
   """
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
@@ -34,16 +41,18 @@ def list_files(root: str, split: str, class_names: Sequence[str] | None = None
         f'image folder {split_dir!r} does not exist: expected '
         f'{os.path.join(root, split, "<class>", "<image>.jpg")} (set config.data.data_dir '
         'to the folder holding the split directories).')
-  folders = sorted(d for d in os.listdir(split_dir)
-                   if os.path.isdir(os.path.join(split_dir, d)))
+  folders = _subfolders(split_dir)
   if class_names is None:
-    class_names = tuple(folders)
+    splits = [os.path.join(root, d) for d in _subfolders(root)]
+    class_names = tuple(sorted({c for s in splits for c in _subfolders(s)}))
   elif sorted(class_names) != folders:
     raise ImageFolderError(
         f'{split_dir}: class folders {folders}, expected exactly {sorted(class_names)}.')
   paths, labels = [], []
   for label, name in enumerate(class_names):
     class_dir = os.path.join(split_dir, name)
+    if name not in folders:
+      continue  # a class only other splits have
     files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
     paths += [os.path.join(class_dir, f) for f in files]
     labels += [label] * len(files)

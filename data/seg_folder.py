@@ -3,7 +3,13 @@
 An image and its mask are matched by file name (the mask may have another
 extension, e.g. `x.jpg` with `x.png`). Masks hold class ids 0..C-1 in one channel,
 optionally through a `value_map` (e.g. ISBI's 0/255 -> 0/1), plus an `ignore_id`
-for unlabelled pixels. All pairs are decoded and checked once, eagerly, so a bad file
+for unlabelled pixels. `read_mask` reads the stored values, never a luminance: a grey
+(L, I;16) mask as it is, a palette (P) PNG as its palette indices (Pascal VOC's
+convention), an RGB or RGBA mask only if its three channels are equal everywhere (and
+its alpha opaque), no JPEG (lossy: its edges hold wrong class ids). Any other colour
+mask is refused with its file named, unless `palette` lists the RGB colour of each
+value (entry k is the colour of value k), which maps colours to values explicitly.
+All pairs are decoded and checked once, eagerly, so a bad file
 is named: an image without a mask, an image and mask of different sizes, images of
 different sizes (batches need one static shape), or a mask value outside the
 declared classes. Examples: `{'image': uint8 [H, W, C], 'mask': int32 [H, W]}`,
@@ -22,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from data.sources import SOURCES, Source
 
@@ -72,6 +79,73 @@ def _decode(path: str, channels: int) -> np.ndarray:
     raise SegFolderError(f'{path}: cannot decode the image ({e.message}).') from e
 
 
+def _mask_error(path: str, what: str) -> SegFolderError:
+  return SegFolderError(
+      f'{path}: mask {what}; expected a single-channel class-id image (or set '
+      'config.data.palette to the RGB colour of each class id).')
+
+
+def _palette_values(path: str, rgb: np.ndarray, palette: Sequence[Sequence[int]]
+                    ) -> np.ndarray:
+  """int32 [H, W]: the index in `palette` (RGB triples) of each pixel's colour."""
+  colours = np.asarray(palette, np.int64)
+  if colours.ndim != 2 or colours.shape[1] != 3 or ((colours < 0) | (colours > 255)).any():
+    raise SegFolderError(f'config.data.palette has shape {colours.shape}; expected a list '
+                         'of (r, g, b) triples in 0..255, entry k the colour of class id k.')
+  keys = colours @ np.array([65536, 256, 1])
+  if len(set(keys.tolist())) != len(keys):
+    raise SegFolderError(f'config.data.palette repeats a colour: {palette}.')
+  pixels = rgb[..., :3].astype(np.int64) @ np.array([65536, 256, 1])
+  order = np.argsort(keys)
+  position = np.clip(np.searchsorted(keys[order], pixels), 0, len(keys) - 1)
+  found = keys[order][position] == pixels
+  if not found.all():
+    missing = np.unique(pixels[~found])
+    shown = [((k >> 16) & 255, (k >> 8) & 255, k & 255) for k in missing[:5].tolist()]
+    raise SegFolderError(
+        f'{path}: mask colours {shown}{" ..." if missing.size > 5 else ""} are not in '
+        f'config.data.palette ({int((~found).sum())} pixels).')
+  return order[position].astype(np.int32)
+
+
+def read_mask(path: str, palette: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+  """int32 [H, W]: the stored values of a mask file (see the module docstring).
+
+  With `palette`, colour masks (RGB, RGBA, P as colours) map to the index of their
+  colour in it; without, only single-channel values (or equal channels) are accepted.
+  """
+  try:
+    with Image.open(path) as image:
+      image_format = image.format
+      if palette and image.mode in ('P', 'RGB', 'RGBA', 'L', 'LA'):
+        image = image.convert('RGBA')
+      mode = image.mode
+      values = np.asarray(image)
+  except (OSError, SyntaxError, ValueError) as e:
+    raise SegFolderError(f'{path}: cannot read the mask ({type(e).__name__}: {e}).') from e
+  if image_format == 'JPEG':
+    raise SegFolderError(
+        f'{path}: mask is a JPEG, whose lossy compression turns pixels along every edge '
+        'into other values (other class ids, silently); store masks as PNG.')
+  if mode in ('1', 'L', 'P', 'I', 'I;16', 'I;16B', 'I;16L'):
+    return values.astype(np.int32)
+  if mode not in ('LA', 'RGB', 'RGBA'):
+    raise _mask_error(path, f'has PIL mode {mode!r}')
+  if mode in ('LA', 'RGBA') and (values[..., -1] != 255).any():
+    raise _mask_error(path, f'has an alpha channel that is not opaque '
+                            f'({int((values[..., -1] != 255).sum())} pixels)')
+  if palette:
+    return _palette_values(path, values, palette)
+  if mode == 'LA':
+    return values[..., 0].astype(np.int32)
+  differ = (values[..., 0] != values[..., 1]) | (values[..., 0] != values[..., 2])
+  if differ.any():
+    first = tuple(int(v) for v in values[differ][0][:3])
+    raise _mask_error(path, f'has {values.shape[-1]} channels that differ (RGB '
+                            f'colour-coded?) in {int(differ.sum())} pixels, e.g. {first}')
+  return values[..., 0].astype(np.int32)
+
+
 def map_mask(raw: np.ndarray, path: str, num_classes: int, ignore_id: Optional[int],
              value_map: Optional[Mapping[int, int]] = None) -> np.ndarray:
   """Raw mask values -> int32 class ids, checking that each is a class or `ignore_id`."""
@@ -100,13 +174,14 @@ def map_mask(raw: np.ndarray, path: str, num_classes: int, ignore_id: Optional[i
 
 
 def load_pairs(pairs: Sequence[tuple[str, str]], channels: int, num_classes: int,
-               ignore_id: Optional[int], value_map: Optional[Mapping[int, int]] = None
+               ignore_id: Optional[int], value_map: Optional[Mapping[int, int]] = None,
+               palette: Optional[Sequence[Sequence[int]]] = None
                ) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [N, H, W, channels], masks int32 [N, H, W]), every pair checked."""
   images, masks = [], []
   for image_path, mask_path in pairs:
     image = _decode(image_path, channels)
-    raw = _decode(mask_path, 1)[..., 0]
+    raw = read_mask(mask_path, palette)
     if image.shape[:2] != raw.shape:
       raise SegFolderError(f'{mask_path}: mask size {raw.shape} (H, W) differs from its image '
                            f'{image_path} {image.shape[:2]}.')
@@ -119,8 +194,8 @@ def load_pairs(pairs: Sequence[tuple[str, str]], channels: int, num_classes: int
   return np.stack(images), np.stack(masks)
 
 
-def _source(pairs, class_names, channels, ignore_id, value_map=None) -> Source:
-  images, masks = load_pairs(pairs, channels, len(class_names), ignore_id, value_map)
+def _source(pairs, class_names, channels, ignore_id, value_map=None, palette=None) -> Source:
+  images, masks = load_pairs(pairs, channels, len(class_names), ignore_id, value_map, palette)
   dataset = tf.data.Dataset.from_tensor_slices({'image': images, 'mask': masks})
   return Source(dataset, len(images), tuple(class_names), tuple(images.shape[1:]))
 
@@ -129,20 +204,30 @@ def _source(pairs, class_names, channels, ignore_id, value_map=None) -> Source:
 def seg_folder_source(split: str, data_dir: str, class_names: Sequence[str],
                       image_dir: str = '{split}', mask_dir: str = '{split}annot',
                       channels: int = 3, ignore_id: Optional[int] = 255,
-                      value_map: Optional[Mapping[int, int]] = None, **unused: Any) -> Source:
-  """`data_dir/<image_dir>` paired with `data_dir/<mask_dir>` (`{split}` substituted)."""
+                      value_map: Optional[Mapping[int, int]] = None,
+                      palette: Sequence[Sequence[int]] = (), **unused: Any) -> Source:
+  """`data_dir/<image_dir>` paired with `data_dir/<mask_dir>` (`{split}` substituted).
+
+  palette: () for class-id masks; else the RGB colour of each value k (see read_mask),
+  which `value_map`, `ignore_id` and the class range then apply to as to stored values.
+  """
   pairs = list_pairs(os.path.join(data_dir, image_dir.format(split=split)),
                      os.path.join(data_dir, mask_dir.format(split=split)))
-  return _source(pairs, class_names, channels, ignore_id, value_map)
+  return _source(pairs, class_names, channels, ignore_id, value_map, palette)
 
 
 @SOURCES.register('camvid')
 def camvid_source(split: str, data_dir: str = '../shared/data/camvid_240x180',
-                  **unused: Any) -> Source:
-  """CamVid (SegNet layout): 'train' 367, 'val' 101, 'test' 233 images; void = 11."""
+                  palette: Sequence[Sequence[int]] = (), **unused: Any) -> Source:
+  """CamVid (SegNet layout): 'train' 367, 'val' 101, 'test' 233 images; void = 11.
+
+  A colour-coded copy reads with `palette`: the 11 class colours in CAMVID_CLASSES
+  order, then the void colour (value 11).
+  """
   if split not in ('train', 'val', 'test'):
     raise ValueError(f"camvid: split {split!r}; expected 'train', 'val' or 'test'.")
-  return seg_folder_source(split, data_dir, CAMVID_CLASSES, ignore_id=CAMVID_IGNORE)
+  return seg_folder_source(split, data_dir, CAMVID_CLASSES, ignore_id=CAMVID_IGNORE,
+                           palette=palette)
 
 
 @SOURCES.register('isbi_membrane')

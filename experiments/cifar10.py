@@ -34,7 +34,7 @@ from data import cifar10, pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, plots
+from train import analysis, distributed, plots
 from train.classification import classification_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -97,9 +97,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 class FlipAveraged(nn.Module):
   """Wraps a classifier: in evaluation (`train=False`) the logits `[B, K]` are the mean
   of those of the images and of their left-right mirror images; training is unchanged.
+
+  `dtype` (None: the wrapped model's own) is passed on to the wrapped model, so the
+  loop's `config.compute_dtype` reaches it through the wrapper.
   """
   model: nn.Module
   enabled: bool = True
+  dtype: Any = None
+
+  def __post_init__(self):
+    if self.dtype is not None and getattr(self.model, 'dtype', None) != self.dtype:
+      # Before flax binds `model` as the submodule 'model' (same parameter names).
+      object.__setattr__(self, 'model', self.model.clone(dtype=self.dtype))
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -215,6 +225,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   result = train(config, workdir, train_source, test_source)
   if result.preempted:
     print('preempted: rerun the same command to resume from the last checkpoint.')
+    return result
+  if not distributed.is_main_process():  # one process writes the figures and the report
     return result
   numbers = analyse(config, workdir, result, test_source)
   wall_seconds = time.perf_counter() - start

@@ -134,7 +134,16 @@ def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: 
       f'COCOeval (pycocotools) on all {eval_source.num_examples} `{config.eval_split}` '
       f'images, {coco["num_results"]} detections, category ids as in the annotation file. '
       f'In-loop check at the end: recall50 {last.get("recall50", float("nan")):.3f}, '
-      f'precision50 {last.get("precision50", float("nan")):.3f}.', '',
+      f'precision50 {last.get("precision50", float("nan")):.3f}.', '']
+  if 'ceiling' in coco:
+    ceiling = coco['ceiling']
+    lines += [
+        f'Ceiling at {tuple(config.data.image_size)}: the annotations themselves, resized '
+        'by the source and mapped back, score box AP '
+        f'{ceiling["bbox"]["AP"]:.3f} and mask AP {ceiling["segm"]["AP"]:.3f} (mask AP50 '
+        f'{ceiling["segm"]["AP50"]:.3f}); a perfect model at this image size scores no '
+        'more.', '']
+  lines += [
       '| parameters | epochs | training time (s) | training images/s | compile (s) | '
       'whole run (min) | CPU seconds |', '|---|---|---|---|---|---|---|',
       f'| {result.num_params:,} | {config.num_epochs} | {result.train_seconds:.1f} | '
@@ -187,6 +196,8 @@ def main(config: ml_collections.ConfigDict, workdir: str, title: str = 'syntheti
                                              batch_size=config.eval_batch_size,
                                              inputs_fn=task.inputs_fn)
   coco = instance_eval.coco_metrics(predictions, eval_source)
+  if eval_source.metadata.get('has_masks', True):
+    coco['ceiling'] = instance_eval.resize_ceiling(eval_source)
   shown = slice(0, min(config.num_shown, eval_source.num_examples))
   truth = next(eval_source.dataset.batch(shown.stop).as_numpy_iterator())
   instance_plots.detections_grid(
@@ -204,7 +215,8 @@ def main(config: ml_collections.ConfigDict, workdir: str, title: str = 'syntheti
   print(text)
   print(f'\nreport: {os.path.join(workdir, "report.md")}')
   with open(os.path.join(workdir, 'coco_metrics.json'), 'w') as f:
-    json.dump({k: coco[k] for k in ('metrics', 'per_category_ap')}, f, indent=1)
+    json.dump({k: coco[k] for k in ('metrics', 'per_category_ap', 'ceiling') if k in coco}, f,
+              indent=1)
   return result
 
 

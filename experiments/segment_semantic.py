@@ -85,7 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == 'camvid':
     config.data = ml_collections.ConfigDict(dict(
         source='camvid', data_dir='../shared/data/camvid_240x180',
-        mean=(0.39, 0.41, 0.42), std=(0.30, 0.31, 0.30)))
+        # () for class-id masks (this copy); a colour-coded copy: the RGB colour of each
+        # class id, void last, e.g. --config.data.palette='((128, 128, 128), ...)'.
+        palette=(), mean=(0.39, 0.41, 0.42), std=(0.30, 0.31, 0.30)))
     config.ignore_id = 11  # void
     config.augment = ('flip_lr|scale_crop(0.5, 1.0, 1.2, 1.45, size=(144, 192))'
                       '|brightness(0.15)|contrast(0.15)')
@@ -160,8 +162,19 @@ def normalize(config):
   return lambda x: (x.astype(np.float32) / 255.0 - mean) / std
 
 
+def check_ignore_id(config, class_names) -> None:
+  """Geometric augmentation fills uncovered mask pixels with `config.ignore_id`: a class id
+  there would train and score those pixels as that class, silently."""
+  if config.augment and 0 <= config.ignore_id < len(class_names):
+    raise ValueError(
+        f'config.ignore_id={config.ignore_id} is the class id of '
+        f'{class_names[config.ignore_id]!r}: the mask pixels that augmentation uncovers would '
+        f'count as that class; use a value outside 0..{len(class_names) - 1} (e.g. 255).')
+
+
 def train(config, workdir: str, train_source: Source, eval_source: Source,
           weights) -> TrainResult:
+  check_ignore_id(config, train_source.class_names)
   num_classes = 1 if is_binary(config) else len(train_source.class_names)
   model = build_model({**config.model.to_dict(), 'num_classes': num_classes})
   mean, std = tuple(np.ravel(config.data.mean)), tuple(np.ravel(config.data.std))

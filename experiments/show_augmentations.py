@@ -23,6 +23,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from data import seg_folder
 from experiments import cli
 
 matplotlib.use('Agg')
@@ -61,8 +62,7 @@ def read_camvid(data_dir: str, name: str) -> dict[str, np.ndarray]:
       raise FileNotFoundError(f'experiments/show_augmentations.py: {path} is missing; point '
                               '--config.data_dir at the folder holding camvid_240x180/.')
   image = np.asarray(Image.open(paths[0]).convert('RGB'))
-  mask = np.asarray(Image.open(paths[1]))
-  return {'image': image, 'mask': mask.astype(np.uint8)}
+  return {'image': image, 'mask': seg_folder.read_mask(paths[1]).astype(np.uint8)}
 
 
 def read_coco(data_dir: str, name: str) -> tuple[dict[str, np.ndarray], dict[int, str]]:

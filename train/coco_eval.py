@@ -1,18 +1,25 @@
 """COCO evaluation of instance detections (boxes and masks) with pycocotools.
 
-The model sees each image resized by `image_scale` (resized / original, aspect kept)
-and padded at the bottom and right, and returns fixed-size detections per batch:
+The model sees each original image (h, w) resized to `resized_size` (rh, rw), each side
+rounded on its own (data/coco.py), and padded at the bottom and right; it returns
+fixed-size detections per batch:
   boxes_xyxy  float32 [B, D, 4]    model-input pixels, continuous convention (a pixel i
                                    covers [i, i+1)), as in data/augment_warp.py
   scores      float32 [B, D]
   classes     int32 [B, D]         contiguous labels 1..K; label k is the COCO category
                                    `category_ids[k - 1]` (COCO ids need not be contiguous)
-  masks       float32 [B, D, H, W] optional: mask probabilities pasted at the model input
+  masks       [B, D, H, W]         optional: mask probabilities (or 0/1) pasted at the
+                                   model input
   valid       bool [B, D]          False for padding
 `detections_to_coco` maps them back to the original images as COCO results (boxes
-[x, y, w, h], masks as compressed RLE with str counts, so the list is JSON-ready);
-`evaluate` runs COCOeval per IoU type and returns its 12 summary numbers, where -1
-means "no ground truth of that kind" (e.g. no small objects), as in COCOeval.
+[x, y, w, h], masks as compressed RLE with str counts, so the list is JSON-ready) with
+the exact per-axis inverse of the resize: x * w / rw, y * h / rh. (Dividing both axes by
+one scale factor, as an earlier version did, misplaces boxes by up to half a resized
+pixel per side: ground truth fed back scored bbox AP 0.925, not 1, on odd-sized images
+with tiny objects.) `evaluate` runs COCOeval per IoU type and returns its 12 summary
+numbers, where -1 means "no ground truth of that kind" (e.g. no small objects), as in
+COCOeval. `ground_truth_results` turns a source's own targets into results: scored, they
+give the ceiling that the source's resize round trip leaves to any model.
 
 Masks are resized bilinearly on probabilities, then thresholded (detectron2's
 paste_masks_in_image does the same): when the original is larger than the model
@@ -33,7 +40,6 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from data.coco import resized_extent
 
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
               'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -77,36 +83,45 @@ def _check_shape(name: str, array: np.ndarray, shape: tuple) -> None:
 
 
 def detections_to_coco(detections: Mapping[str, np.ndarray], image_ids: Sequence[int],
-                       image_scales: Sequence[float], original_sizes: np.ndarray,
+                       resized_sizes: np.ndarray, original_sizes: np.ndarray,
                        category_ids: Sequence[int], *, mask_threshold: float = 0.5
                        ) -> list[dict]:
   """COCO results (one dict per valid detection) in original-image pixels.
 
   detections: boxes_xyxy [B, D, 4], scores [B, D], classes [B, D] (1..K), valid [B, D]
-  and optionally masks [B, D, H, W] (see the module docstring). image_ids [B],
-  image_scales [B] (resized / original), original_sizes int [B, 2] as (h, w);
-  category_ids [K]: the COCO id of each contiguous label. A box is divided by the
-  scale and clipped to the original image; a mask is cut to the un-padded region
-  (h * scale, w * scale rounded half up), resized to (h, w) and kept where
-  probability >= mask_threshold. Without masks the results hold boxes only.
+  and optionally masks [B, D, H, W] (see the module docstring). image_ids [B];
+  resized_sizes int [B, 2] and original_sizes int [B, 2], both (h, w): the un-padded
+  size the source resized each original to, and the original's; category_ids [K]: the
+  COCO id of each contiguous label. A box is scaled per axis by original / resized and
+  clipped to the original image; a mask is cut to the resized region, resized to
+  (h, w) and kept where probability >= mask_threshold. Without masks the results hold
+  boxes only.
   """
-  boxes = np.asarray(detections['boxes_xyxy'], np.float32)
+  boxes = np.asarray(detections['boxes_xyxy'], np.float64)
   _check_shape('detections["boxes_xyxy"]', boxes, (None, None, 4))
   batch, num = boxes.shape[:2]
   scores = np.asarray(detections['scores'], np.float32)
   classes = np.asarray(detections['classes'], np.int64)
   valid = np.asarray(detections['valid'], bool)
   image_ids = np.asarray(image_ids, np.int64)
-  image_scales = np.asarray(image_scales, np.float64)
+  resized_sizes = np.asarray(resized_sizes, np.int64)
   original_sizes = np.asarray(original_sizes, np.int64)
   for name, array, shape in (('scores', scores, (batch, num)), ('classes', classes, (batch, num)),
                              ('valid', valid, (batch, num)), ('image_ids', image_ids, (batch,)),
-                             ('image_scales', image_scales, (batch,)),
+                             ('resized_sizes', resized_sizes, (batch, 2)),
                              ('original_sizes', original_sizes, (batch, 2))):
     _check_shape(name, array, shape)
+  for name, sizes in (('resized_sizes', resized_sizes), ('original_sizes', original_sizes)):
+    if (sizes < 1).any():
+      raise ValueError(f'train/coco_eval.py: {name} has {sizes[(sizes < 1).any(1)][0]}; '
+                       'expected (h, w) >= 1.')
   masks = detections.get('masks')
   if masks is not None:
     _check_shape('detections["masks"]', masks, (batch, num, None, None))
+    over = (resized_sizes > np.array(masks.shape[2:])).any(1)
+    if over.any():
+      raise ValueError(f'train/coco_eval.py: resized_sizes has {resized_sizes[over][0]}, '
+                       f'larger than the masks\' (H, W) = {masks.shape[2:]}.')
   bad = valid & ((classes < 1) | (classes > len(category_ids)))
   if bad.any():
     raise ValueError(f'train/coco_eval.py: detections["classes"] has valid labels '
@@ -114,23 +129,22 @@ def detections_to_coco(detections: Mapping[str, np.ndarray], image_ids: Sequence
                      '(one per entry of category_ids).')
   category_ids = np.asarray(category_ids, np.int64)
 
-  # Boxes, all at once: back to original pixels, clipped to the image.
-  boxes = boxes / image_scales[:, None, None]
+  # Boxes, all at once: back to original pixels per axis, clipped to the image.
+  factors = original_sizes / resized_sizes  # (h / rh, w / rw) per image
   limits = original_sizes[:, None, ::-1].astype(np.float64)  # (w, h) per image
-  boxes[..., 0::2] = np.clip(boxes[..., 0::2], 0, limits[..., :1])
-  boxes[..., 1::2] = np.clip(boxes[..., 1::2], 0, limits[..., 1:])
+  boxes[..., 0::2] = np.clip(boxes[..., 0::2] * factors[:, None, 1:], 0, limits[..., :1])
+  boxes[..., 1::2] = np.clip(boxes[..., 1::2] * factors[:, None, :1], 0, limits[..., 1:])
 
   results = []
   for b in range(batch):
     kept = np.flatnonzero(valid[b])
     height, width = (int(s) for s in original_sizes[b])
+    region_height, region_width = (int(s) for s in resized_sizes[b])
     rles = []
     if masks is not None and kept.size:
-      # The un-padded part of the model input, which the original image was resized to.
-      region = (resized_extent(height, image_scales[b], masks.shape[2]),
-                resized_extent(width, image_scales[b], masks.shape[3]))
       for start in range(0, kept.size, MASK_CHUNK):
-        chunk = np.asarray(masks[b, kept[start:start + MASK_CHUNK], :region[0], :region[1]])
+        chunk = np.asarray(masks[b, kept[start:start + MASK_CHUNK], :region_height,
+                                 :region_width])
         rles += _encode(resize_bilinear(chunk, (height, width)) >= mask_threshold)
     for i, d in enumerate(kept):
       x0, y0, x1, y1 = (float(v) for v in boxes[b, d])
@@ -141,6 +155,27 @@ def detections_to_coco(detections: Mapping[str, np.ndarray], image_ids: Sequence
         result['segmentation'] = rles[i]
       results.append(result)
   return results
+
+
+def ground_truth_results(examples: Mapping[str, np.ndarray], category_ids: Sequence[int]
+                         ) -> list[dict]:
+  """A batch of data/coco.py examples' own targets as COCO results (score 1).
+
+  examples: boxes [B, N, 4], classes [B, N], instance_masks [B, N, H, W],
+  instance_valid [B, N], is_crowd [B, N] (optional), image_id [B], resized_size [B, 2],
+  original_size [B, 2]. Crowd regions are no targets and are left out. Scored against
+  the annotation file, these give the best AP that a model reproducing its training
+  targets exactly can reach after the resize and the way back (the ceiling at that
+  image size).
+  """
+  valid = np.asarray(examples['instance_valid'], bool)
+  if 'is_crowd' in examples:
+    valid = valid & ~np.asarray(examples['is_crowd'], bool)
+  detections = {'boxes_xyxy': examples['boxes'], 'classes': examples['classes'],
+                'scores': np.ones(valid.shape, np.float32), 'valid': valid,
+                'masks': examples['instance_masks']}
+  return detections_to_coco(detections, examples['image_id'], examples['resized_size'],
+                            examples['original_size'], category_ids)
 
 
 class CocoReport(NamedTuple):

@@ -1,8 +1,10 @@
 """Exact segmentation metrics from a confusion matrix summed over the whole evaluation set.
 
 Each eval batch contributes integer pixel counts `[C, C]` (rows: true class, columns:
-predicted class); the loop adds them up over all batches and the metrics are computed
-once from the total, so mIoU is that of the whole set, not a mean of per-batch means.
+predicted class; int32, exact for one batch); the loop adds them up over all batches on
+the host in int64 (train/evaluate.py; an int32 total would wrap past 2^31 pixels) and the
+metrics are computed once from the total, so mIoU is that of the whole set, not a mean
+of per-batch means.
 Pixels of padded examples (`valid` False) and ignore pixels (any label outside
 [0, C)) are not counted.
 """

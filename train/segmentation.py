@@ -127,7 +127,7 @@ def eval_sums(logits: jnp.ndarray, batch: dict) -> dict[str, jnp.ndarray]:
     ce = binary_cross_entropy(logits, labels, counted)
   else:
     ce = softmax_cross_entropy(logits, labels, counted)
-  pixels = counted.sum().astype(jnp.float32)
+  pixels = counted.sum(dtype=jnp.int32)  # exact per batch; summed in int64 on the host
   return {'confusion': confusion.confusion_matrix(labels, predictions(logits), num_classes,
                                                   counted),
           'loss': ce * pixels, 'pixels': pixels,

@@ -125,6 +125,18 @@ def test_image_folder_is_sorted_decoded_and_cached(tmp_path):
   np.testing.assert_array_equal(examples[3]['image'], again[3]['image'])
 
 
+def test_a_split_lacking_a_class_keeps_the_labels_of_the_others(tmp_path):
+  _write_folder(str(tmp_path), np.random.default_rng(4))
+  image = np.zeros((32, 32, 3), np.uint8)
+  for name in ('airplane', 'truck'):  # the test split has no 'cat'
+    tf.io.write_file(os.path.join(tmp_path, 'test', name, 'x.png'), tf.io.encode_png(image))
+  config = {'source': 'image_folder', 'data_dir': str(tmp_path), 'image_shape': (32, 32, 3)}
+  train, test = build_source(config, 'train'), build_source(config, 'test')
+  assert tuple(test.class_names) == tuple(train.class_names) == ('airplane', 'cat', 'truck')
+  labels = [int(e['label']) for e in test.dataset.as_numpy_iterator()]
+  assert labels == [0, 2]  # 'truck' is 2 in both splits (it was 1 in the test split)
+
+
 def test_image_folder_wrong_classes_and_shape(tmp_path):
   _write_folder(str(tmp_path), np.random.default_rng(3))
   with pytest.raises(image_folder.ImageFolderError, match='expected exactly'):

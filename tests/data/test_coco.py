@@ -123,6 +123,7 @@ def test_static_shapes_and_dtypes(hand_made):
     chex.assert_shape(e['image'], (20, 20, 3))
     chex.assert_shape(e['boxes'], (MAX_INSTANCES, 4))
     chex.assert_shape(e['instance_masks'], (MAX_INSTANCES, 20, 20))
+    assert e['resized_size'].dtype == np.int32 and e['resized_size'].shape == (2,)
     for key in ('classes', 'is_crowd', 'instance_valid'):
       chex.assert_shape(e[key], (MAX_INSTANCES,))
     assert e['image'].dtype == np.uint8 and e['instance_masks'].dtype == np.uint8
@@ -138,6 +139,7 @@ def test_polygon_mask_box_and_class(hand_made):
   np.testing.assert_array_equal(e['instance_valid'], [True, False, False, False])
   assert e['image_scale'] == pytest.approx(0.5)
   np.testing.assert_array_equal(e['original_size'], [40, 40])
+  np.testing.assert_array_equal(e['resized_size'], [20, 20])
 
 
 def test_compressed_rle_and_crowd_after_targets(hand_made):
@@ -151,6 +153,7 @@ def test_compressed_rle_and_crowd_after_targets(hand_made):
   np.testing.assert_array_equal(e['instance_valid'], [True, True, False, False])
   assert (e['instance_valid'] & ~e['is_crowd']).sum() == 1  # the crowd is no target
   np.testing.assert_array_equal(e['original_size'], [40, 20])
+  np.testing.assert_array_equal(e['resized_size'], [20, 10])
 
 
 def test_uncompressed_rle_mask_and_bottom_padding(hand_made):
@@ -218,6 +221,14 @@ def _set(path, value):
      r'annotation id 4: field "segmentation.counts"'),
     (_set(('annotations', 0, 'segmentation'), 'polygon'), ValueError,
      r'annotation id 1: field "segmentation" is a str'),
+    # [x0, y0, x1, y1] written as [x, y, w, h]: clipping would have hidden it.
+    (_set(('annotations', 0, 'bbox'), [6, 4, 40, 12]), ValueError,
+     r'annotation id 1: field "bbox" \[6, 4, 40, 12\] reaches 6 pixels past the image '
+     r'\(width 40, height 40\); COCO boxes are \[x, y, width, height\]'),
+    (_set(('annotations', 0, 'bbox'), [6, 4, -10, 8]), ValueError,
+     r'annotation id 1: field "bbox" \[6, 4, -10, 8\] has a negative width'),
+    (_set(('annotations', 0, 'bbox'), [6, 4, float('nan'), 8]), ValueError,
+     r'annotation id 1: field "bbox" is \[6, 4, nan, 8\]; expected 4 finite numbers'),
 ])
 def test_errors_name_file_and_field(tmp_path, mutate, error, field):
   data = _write_dataset(tmp_path)
@@ -307,6 +318,7 @@ def test_tfds_conversion_of_one_example():
   assert not got['image'][:, 10:].any()
   assert got['image_id'] == 77 and got['image_scale'] == pytest.approx(0.5)
   np.testing.assert_array_equal(got['original_size'], [40, 20])
+  np.testing.assert_array_equal(got['resized_size'], [20, 10])
   # Fewer slots: non-crowd objects before the (larger) crowd, larger before smaller.
   two = coco_tfds.convert_example(_tfds_example(), SIZE, 2)
   np.testing.assert_array_equal(two['classes'], [1, 5])
@@ -335,4 +347,5 @@ def test_tfds_source_on_mock_data():
   assert source.metadata['has_masks'] is False and source.metadata['tfds_split'] == 'validation'
   assert len(source.class_names) == 81 and source.image_shape == (20, 20, 3)
   assert examples[1]['image_scale'] == pytest.approx(1 / 3)
+  np.testing.assert_array_equal(examples[1]['resized_size'], [10, 20])  # 30 x 60 -> 10 x 20
   chex.assert_shape(examples[1]['instance_masks'], (4, 20, 20))

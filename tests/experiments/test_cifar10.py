@@ -3,6 +3,7 @@ import json
 import os
 
 import chex
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 
 from data import cifar10 as cifar10_data
 from experiments import cifar10
+from train import distributed
 
 
 class _Linear(nn.Module):
@@ -33,6 +35,41 @@ def test_flip_averaging_only_in_evaluation():
   chex.assert_trees_all_close(model.apply(variables, x, train=True), plain, atol=1e-6)
   off = cifar10.FlipAveraged(_Linear(), enabled=False)
   chex.assert_trees_all_close(off.apply(variables, x, train=False), plain, atol=1e-6)
+
+
+def test_compute_dtype_reaches_the_wrapped_model():
+  from train.loop import _with_compute_dtype  # pylint: disable=g-import-not-at-top
+  config = cifar10.get_config('runlocal')
+  config.model.widths = (8, 8, 8)
+  model = cifar10.build_classifier(config, 10)
+  bf16 = _with_compute_dtype(model, 'bfloat16')
+  assert bf16.dtype == jnp.bfloat16 and bf16.model.dtype == jnp.bfloat16
+  assert model.model.dtype == jnp.float32  # the original is left alone
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  # Same parameters (names, float32) for both; the convolutions run in bfloat16.
+  chex.assert_trees_all_equal_structs(variables, bf16.init(jax.random.PRNGKey(0), x))
+
+  def conv_dtypes(module):
+    _, state = module.apply(variables, x, capture_intermediates=True)
+    return {leaf.dtype for path, v in flax.traverse_util.flatten_dict(
+        state['intermediates']).items() if 'Conv_0' in path
+            for leaf in jax.tree_util.tree_leaves(v)}
+  assert conv_dtypes(bf16) == {jnp.dtype(jnp.bfloat16)}
+  assert conv_dtypes(model) == {jnp.dtype(jnp.float32)}
+
+
+def test_only_the_main_process_analyses_and_writes(tmp_path, monkeypatch):
+  trained = type('Result', (), {'preempted': False})()
+  monkeypatch.setattr(distributed, 'is_main_process', lambda: False)
+  monkeypatch.setattr(cifar10, 'sources', lambda config: (None, None))
+  monkeypatch.setattr(cifar10, 'train', lambda *args: trained)
+
+  def analyse(*args):
+    raise AssertionError('analyse (figures) ran on a process other than 0')
+  monkeypatch.setattr(cifar10, 'analyse', analyse)
+  assert cifar10.main(cifar10.get_config('runlocal'), str(tmp_path)) is trained
+  assert os.listdir(tmp_path) == []  # no report.md, no figures
 
 
 def test_config_variants():

@@ -32,6 +32,10 @@ def test_runlocal_writes_coco_data_and_a_coco_report(tmp_path):
     assert 0.0 <= metrics[iou_type]['AP50'] <= 1.0
   report = (tmp_path / 'report.md').read_text()
   assert '| bbox |' in report and '| segm |' in report and 'COCOeval segm' in report
+  # The shapes are read at the size they were drawn: the resize ceiling is exact.
+  assert 'Ceiling at (64, 64): the annotations themselves' in report
+  ceiling = json.loads((tmp_path / 'coco_metrics.json').read_text())['ceiling']
+  assert ceiling['bbox']['AP'] == 1.0 and ceiling['segm']['AP'] == 1.0
   for figure in ('detections.png', 'loss_curves.png'):
     assert os.path.getsize(tmp_path / figure) > 0
 
@@ -49,3 +53,6 @@ def test_coco128_runlocal_loads_every_image_and_scores_with_original_ids(tmp_pat
   assert 'person' in saved['per_category_ap']['segm']
   report = (tmp_path / 'report.md').read_text()
   assert '100 training and 100 `val` images' in report
+  # coco128 at 128 px: boxes map back exactly, masks lose detail in the resize.
+  assert saved['ceiling']['bbox']['AP'] == pytest.approx(1.0, abs=1e-9)
+  assert 0.5 < saved['ceiling']['segm']['AP'] < 0.9

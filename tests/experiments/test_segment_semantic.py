@@ -15,6 +15,16 @@ def test_config_variants():
     segment_semantic.get_config('ade20k')
 
 
+def test_an_ignore_id_that_is_a_class_is_refused():
+  config = segment_semantic.get_config('camvid')
+  segment_semantic.check_ignore_id(config, ('a',) * 11)  # void 11 is no class: fine
+  config.ignore_id = 0
+  with pytest.raises(ValueError, match=r"config.ignore_id=0 is the class id of 'Sky'"):
+    segment_semantic.check_ignore_id(config, ('Sky',) + ('a',) * 10)
+  config.augment = ''  # nothing is filled without augmentation
+  segment_semantic.check_ignore_id(config, ('Sky',) + ('a',) * 10)
+
+
 def test_runlocal_writes_report_curves_and_overlays(tmp_path):
   config = segment_semantic.get_config('runlocal')
   config.progress_bar = False

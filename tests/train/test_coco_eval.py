@@ -2,15 +2,19 @@
 resize + pad, which proves the coordinate mapping), wrong or missing detections score
 less, and the conversion matches hand-computed boxes and an independent resize."""
 import json
+import os
 
 import chex
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from PIL import Image
+
 from data import shapes
+from data.sources import build_source
 from tests.conftest import shared_data_path
-from train import coco_eval
+from train import coco_eval, instance_eval
 
 NUM_IMAGES = 8
 SIZE = (64, 64)
@@ -33,9 +37,9 @@ def _ground_truth_detections():
   return detections, np.arange(NUM_IMAGES), np.tile(np.array(SIZE, np.int32), (NUM_IMAGES, 1))
 
 
-def _to_coco(detections, scale=1.0):
+def _to_coco(detections, resized=SIZE):
   _, image_ids, sizes = _ground_truth_detections()
-  return coco_eval.detections_to_coco(detections, image_ids, np.full(NUM_IMAGES, scale),
+  return coco_eval.detections_to_coco(detections, image_ids, np.tile(resized, (NUM_IMAGES, 1)),
                                       sizes, category_ids=(1, 2, 3))
 
 
@@ -56,7 +60,7 @@ def test_half_scale_padded_detections_map_back_to_the_original(annotation_file):
   padded = np.zeros(half.shape[:2] + (40, 48), np.float32)
   padded[:, :, :32, :32] = half
   scaled = dict(detections, boxes_xyxy=detections['boxes_xyxy'] * 0.5, masks=padded)
-  metrics = coco_eval.evaluate(annotation_file, _to_coco(scaled, scale=0.5))
+  metrics = coco_eval.evaluate(annotation_file, _to_coco(scaled, resized=(32, 32)))
   np.testing.assert_allclose(metrics['bbox']['AP50'], 1.0, atol=1e-6)
   np.testing.assert_allclose(metrics['bbox']['AP'], 1.0, atol=1e-6)
   assert metrics['segm']['AP50'] > 0.9
@@ -109,13 +113,13 @@ def test_results_are_json_serialisable_with_str_counts(annotation_file):
 
 
 def test_boxes_scores_and_category_ids_by_hand():
-  # One image, original (h, w) = (20, 40) shown at scale 2 in a 48 x 96 input.
+  # One image, original (h, w) = (20, 40) shown at scale 2 (40 x 80) in a 48 x 96 input.
   detections = {'boxes_xyxy': np.array([[[10, 20, 50, 60], [0, 0, 4, 4], [-6, 2, 200, 8]]],
                                        np.float32),
                 'scores': np.array([[0.9, 0.5, 0.3]], np.float32),
                 'classes': np.array([[2, 1, 1]], np.int32),
                 'valid': np.array([[True, False, True]])}
-  results = coco_eval.detections_to_coco(detections, [42], [2.0], [[20, 40]],
+  results = coco_eval.detections_to_coco(detections, [42], [[40, 80]], [[20, 40]],
                                          category_ids=(7, 90))
   assert [r['category_id'] for r in results] == [90, 7]  # ids passed through
   assert [r['image_id'] for r in results] == [42, 42]
@@ -125,8 +129,8 @@ def test_boxes_scores_and_category_ids_by_hand():
   chex.assert_trees_all_close([r['score'] for r in results], [0.9, 0.3], rtol=1e-6)
   assert 'segmentation' not in results[0]
   with pytest.raises(ValueError, match='classes'):
-    coco_eval.detections_to_coco(dict(detections, classes=np.array([[3, 1, 1]])), [42], [2.0],
-                                 [[20, 40]], category_ids=(7, 90))
+    coco_eval.detections_to_coco(dict(detections, classes=np.array([[3, 1, 1]])), [42],
+                                 [[40, 80]], [[20, 40]], category_ids=(7, 90))
 
 
 def test_masks_are_cut_resized_bilinearly_and_thresholded():
@@ -137,7 +141,8 @@ def test_masks_are_cut_resized_bilinearly_and_thresholded():
   detections = {'boxes_xyxy': np.zeros((1, 2, 4), np.float32), 'scores': np.ones((1, 2)),
                 'classes': np.ones((1, 2), np.int32), 'valid': np.ones((1, 2), bool),
                 'masks': probabilities}
-  results = coco_eval.detections_to_coco(detections, [0], [1.5], [[7, 10]], category_ids=(1,))
+  results = coco_eval.detections_to_coco(detections, [0], [[11, 15]], [[7, 10]],
+                                         category_ids=(1,))
   region = probabilities[0, :, :11, :15, None]
   expected = tf.image.resize(region, (7, 10), method='bilinear', antialias=False).numpy()
   for result, reference in zip(results, expected[..., 0] >= 0.5):
@@ -184,8 +189,8 @@ def test_coco128_ground_truth_with_original_category_ids():
                   'classes': np.array([[label_of[a['category_id']] for a in anns]], np.int32),
                   'valid': np.ones((1, len(anns)), bool),
                   'masks': np.stack([coco.annToMask(a) for a in anns])[None].astype(np.float32)}
-    results += coco_eval.detections_to_coco(detections, [image_id], [1.0],
-                                            [[info['height'], info['width']]], category_ids)
+    size = [[info['height'], info['width']]]
+    results += coco_eval.detections_to_coco(detections, [image_id], size, size, category_ids)
   assert {r['category_id'] for r in results} == {
       a['category_id'] for a in coco.loadAnns(coco.getAnnIds(imgIds=image_ids, iscrowd=False))}
   report = coco_eval.evaluate_report(coco, results, image_ids=image_ids)
@@ -195,3 +200,93 @@ def test_coco128_ground_truth_with_original_category_ids():
   per_category = report.per_category_ap['segm']
   np.testing.assert_allclose([per_category[name] for name in sorted(seen)], 1.0, atol=1e-6)
   assert all(ap == -1.0 for name, ap in per_category.items() if name not in seen)
+
+
+# Odd-sized originals (neither side divides evenly at any tested size), each with two
+# 2 x 2 objects (one in the top-left corner, one on the right border), a box touching the
+# bottom-right corner, a disc as compressed RLE and a crowd region.
+ODD_SIZES = ((101, 77), (333, 250), (50, 97), (17, 200), (255, 255))
+
+
+def _rle(mask):
+  rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+  return {'size': [int(s) for s in rle['size']], 'counts': rle['counts'].decode('ascii')}
+
+
+def _write_odd_set(root):
+  image_dir = os.path.join(root, 'images', 'val')
+  os.makedirs(image_dir)
+  os.makedirs(os.path.join(root, 'annotations'))
+  rng = np.random.default_rng(0)
+  images, annotations = [], []
+
+  def add(image_id, category_id, segmentation, bbox, iscrowd=0):
+    annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
+                        'category_id': category_id, 'segmentation': segmentation,
+                        'bbox': [float(v) for v in bbox], 'iscrowd': iscrowd,
+                        'area': float(bbox[2] * bbox[3])})
+
+  for image_id, (height, width) in enumerate(ODD_SIZES, start=1):
+    name = f'{image_id}.png'
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)).save(
+        os.path.join(image_dir, name))
+    images.append({'id': image_id, 'file_name': name, 'height': height, 'width': width})
+    for category_id, (x, y, w, h) in ((3, (0, 0, 2, 2)), (8, (width - 2, height // 2, 2, 2)),
+                                      (3, (width - 13, height - 9, 13, 9))):
+      add(image_id, category_id, [[x, y, x + w, y, x + w, y + h, x, y + h]], (x, y, w, h))
+    yy, xx = np.mgrid[:height, :width]
+    radius = min(height, width) / 4
+    disc = (yy - height / 2) ** 2 + (xx - width / 3) ** 2 <= radius ** 2
+    add(image_id, 8, _rle(disc), mask_utils.toBbox(mask_utils.encode(
+        np.asfortranarray(disc.astype(np.uint8)))))
+    crowd = np.zeros((height, width), bool)
+    crowd[height // 2:, :width // 4] = True
+    add(image_id, 3, _rle(crowd), (0, height // 2, width // 4, height - height // 2),
+        iscrowd=1)
+  with open(os.path.join(root, 'annotations', 'instances_val.json'), 'w') as f:
+    json.dump({'images': images, 'annotations': annotations,
+               'categories': [{'id': 3, 'name': 'three'}, {'id': 8, 'name': 'eight'}]}, f)
+  return str(root)
+
+
+@pytest.fixture(scope='module')
+def odd_set(tmp_path_factory):
+  return _write_odd_set(tmp_path_factory.mktemp('odd'))
+
+
+def _odd_source(root, image_size):
+  return build_source({'source': 'coco_json', 'data_dir': root, 'image_size': image_size,
+                       'max_instances': 8}, 'val')
+
+
+@pytest.mark.parametrize('image_size', [(64, 64), (128, 128), (256, 256), (96, 160)])
+def test_ground_truth_through_the_source_and_back_scores_box_ap_one(odd_set, image_size):
+  ceiling = instance_eval.resize_ceiling(_odd_source(odd_set, image_size))
+  for name in ('AP', 'AP50', 'AP75', 'APs', 'AR100'):
+    np.testing.assert_allclose(ceiling['bbox'][name], 1.0, atol=1e-9, err_msg=name)
+  # Masks lose the 2 x 2 objects and some edge detail in the resize: a ceiling below 1.
+  assert 0.2 < ceiling['segm']['AP'] < 1.0
+
+
+def test_boxes_map_back_per_axis():
+  # Original (h, w) = (7, 10) resized to (3, 4): y by 7/3, x by 10/4, not one factor.
+  detections = {'boxes_xyxy': np.array([[[1, 1, 3, 2], [0, 0, 4, 3]]], np.float32),
+                'scores': np.ones((1, 2), np.float32), 'classes': np.ones((1, 2), np.int32),
+                'valid': np.ones((1, 2), bool)}
+  results = coco_eval.detections_to_coco(detections, [5], [[3, 4]], [[7, 10]],
+                                         category_ids=(1,))
+  chex.assert_trees_all_close(results[0]['bbox'], [2.5, 7 / 3, 5.0, 7 / 3], rtol=1e-6)
+  chex.assert_trees_all_close(results[1]['bbox'], [0.0, 0.0, 10.0, 7.0], rtol=1e-6)
+
+
+def test_resize_ceiling_is_one_without_a_resize_and_lower_after_one(odd_set, annotation_file):
+  # The shapes set read at its own size: targets are the annotations, both APs 1.
+  source = build_source({'source': 'coco_json', 'data_dir': os.path.dirname(
+      os.path.dirname(annotation_file)), 'image_size': SIZE, 'max_instances': 6}, 'train')
+  ceiling = instance_eval.resize_ceiling(source)
+  for iou_type in ('bbox', 'segm'):
+    np.testing.assert_allclose(ceiling[iou_type]['AP'], 1.0, atol=1e-9)
+  # The odd set: the coarser the resize, the lower the mask ceiling.
+  small = instance_eval.resize_ceiling(_odd_source(odd_set, (64, 64)), iou_types=('segm',))
+  large = instance_eval.resize_ceiling(_odd_source(odd_set, (512, 512)), iou_types=('segm',))
+  assert small['segm']['AP'] < large['segm']['AP'] <= 1.0
