@@ -25,6 +25,8 @@ to float32 as they leave each head), so the top-k of proposals and NMS scores, b
 decoding and encoding (box_ops.py), anchor and RoI matching (IoUs on float32 boxes),
 softmax / sigmoid scores and every loss; RoIAlign's bilinear weights and its average
 (float32 accumulation, rounded once to bfloat16 for the heads); anchors and targets.
+RoIAlign gathers bfloat16 feature values (half the bytes of its largest tensor), so
+the backward scatter-add of its gradient into the pyramid accumulates in bfloat16.
 """
 from __future__ import annotations
 
