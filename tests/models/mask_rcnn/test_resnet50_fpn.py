@@ -7,27 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data import shapes
 from models.mask_rcnn.backbone import ResNet50FPN
 from models.mask_rcnn.model import MaskRCNN
 from train import optimizer, steps
 from train.instance_loss import instance_task
 from train.state import create_train_state
+from tests.models.mask_rcnn.test_model import TINY, _batch
 
-TINY = dict(num_classes=3, stem_width=8, stage_widths=(8, 16, 16), fpn_width=16,
-            fc_width=32, mask_head_width=16, rpn_pre_nms_topk_train=200,
-            rpn_post_nms_topk_train=32, num_rois=32, num_mask_rois=8, max_detections=5)
 R50 = dict(num_classes=3, backbone='resnet50_fpn', fpn_width=32, freeze_at=2,
            anchor_sizes=(8., 16., 32., 64., 128.), canonical_box_size=32., canonical_level=4,
            fc_width=32, mask_head_width=16, rpn_pre_nms_topk_train=200,
            rpn_post_nms_topk_train=32, num_rois=32, num_mask_rois=8, max_detections=5)
-
-
-def _batch(count=2, size=64, seed=0):
-  arrays = shapes.make_split(count, seed, 'train', image_size=(size, size), max_instances=3,
-                             size_range=(0.15, 0.3))
-  arrays.pop('mask')
-  return {k: jnp.asarray(v) for k, v in arrays.items()}
 
 
 def test_r50_fpn_levels_are_p2_to_p6():
@@ -58,8 +48,8 @@ def test_r50_train_step_leaves_the_frozen_trunk_alone():
   before = jax.device_get(state)
   step = jax.jit(functools.partial(steps.train_step, loss_fn=task.loss_fn,
                                    inputs_fn=task.inputs_fn))
-  state, metrics = step(state, _batch())
-  state, metrics = step(state, _batch(seed=1))
+  state, metrics = step(state, _batch(count=2, size=64))
+  state, metrics = step(state, _batch(count=2, size=64, seed=1))
   assert np.isfinite(float(metrics['loss']))
   chex.assert_trees_all_equal(state.model_state['frozen'], before.model_state['frozen'])
   kernel = lambda s: s.params['backbone']['trunk']['layer2_block0']['conv2']['kernel']
@@ -69,7 +59,7 @@ def test_r50_train_step_leaves_the_frozen_trunk_alone():
 def test_bfloat16_reaches_the_heads_and_their_outputs_are_float32():
   """Dtypes only, so the whole check is abstract (jax.eval_shape: nothing compiles)."""
   model = MaskRCNN(dtype=jnp.bfloat16, **TINY)
-  batch = _batch(size=32)
+  batch = _batch(count=2, size=32)
   images = batch['image'].astype(jnp.float32) / 255
   targets = {k: batch[k] for k in ('boxes', 'classes', 'instance_masks', 'instance_valid')}
 
