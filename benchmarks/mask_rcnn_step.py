@@ -8,7 +8,10 @@ Rows (each the project's real `train.steps.train_step`, jitted with a donated st
                   decoded by data/coco.py, flip + brightness augmentation, batching
 There is no peer: no maintained JAX Mask R-CNN, and torchvision is not installed here.
 One warm-up repeat (compilation), then `--repeats` repeats of `--steps` steps; the
-table shows the median images/s and images per CPU-second.
+table shows the median images/s and images per CPU-second. `--dtypes float32,bfloat16`
+measures each row in each compute dtype (bfloat16 from the backbone through the heads,
+float32 parameters, losses and box arithmetic: models/mask_rcnn/model.py); `--rows`
+picks rows (experiment, detectron2, fed).
 
   PYTHONPATH=. python benchmarks/mask_rcnn_step.py        # ~5 min on 2 CPU cores
 """
@@ -21,6 +24,7 @@ import sys
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,8 +54,8 @@ def _batches(data_dir: str, batch_size: int, augmented: bool):
 
 
 def measure(name: str, model_kwargs: dict, data_dir: str, *, batch_size: int, steps_n: int,
-            repeats: int, fed: bool) -> list:
-  model = MaskRCNN(num_classes=3, **model_kwargs)
+            repeats: int, fed: bool, dtype: str = 'float32') -> list:
+  model = MaskRCNN(num_classes=3, dtype=jnp.dtype(dtype), **model_kwargs)
   task = instance_task(0.5, 0.25)
   tx, _ = optimizer.build_optimizer({'name': 'adamw', 'learning_rate': 1e-3}, 1000)
   state = create_train_state(model, tx, (1, 64, 64, 3), jax.random.PRNGKey(0))
@@ -70,7 +74,7 @@ def measure(name: str, model_kwargs: dict, data_dir: str, *, batch_size: int, st
     run()
   result = common.summarize(steps_n * batch_size, warmup, common.timed_repeats(run, repeats))
   params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(state.params))
-  return [name, f'{params:,}', f'{result["items_per_s"]:.1f}',
+  return [name, dtype, f'{params:,}', f'{result["items_per_s"]:.1f}',
           f'{result["items_per_cpu_s"]:.1f}', f'{result["warmup_s"]:.1f}',
           f'{result["load_1min"]:.2f}']
 
@@ -81,19 +85,27 @@ def main() -> None:
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--output', default='benchmarks/results/mask_rcnn_step.md')
+  parser.add_argument('--dtypes', default='float32', help='comma-separated compute dtypes')
+  parser.add_argument('--rows', default='experiment,detectron2,fed')
   args = parser.parse_args()
+  wanted = args.rows.split(',')
   rows = []
   with tempfile.TemporaryDirectory() as data_dir:
     shapes.write_coco(data_dir, 400, seed=0, split='train', image_size=(64, 64),
                       max_instances=4, size_range=(0.12, 0.25))
-    for name, kwargs, fed in (('experiment', EXPERIMENT, False),
-                              ('second stage x2 (detectron2-like)', DETECTRON_LIKE, False),
-                              ('experiment, fed by COCO pipeline', EXPERIMENT, True)):
-      rows.append(measure(name, kwargs, data_dir, batch_size=args.batch_size,
-                          steps_n=args.steps, repeats=args.repeats, fed=fed))
-      print(rows[-1], flush=True)
+    for key, name, kwargs, fed in (
+        ('experiment', 'experiment', EXPERIMENT, False),
+        ('detectron2', 'second stage x2 (detectron2-like)', DETECTRON_LIKE, False),
+        ('fed', 'experiment, fed by COCO pipeline', EXPERIMENT, True)):
+      if key not in wanted:
+        continue
+      for dtype in args.dtypes.split(','):
+        rows.append(measure(name, kwargs, data_dir, batch_size=args.batch_size,
+                            steps_n=args.steps, repeats=args.repeats, fed=fed, dtype=dtype))
+        print(rows[-1], flush=True)
   table = common.markdown_table(
-      ['config', 'parameters', 'img/s (median)', 'img/CPU-s', 'warm-up s', 'load'], rows)
+      ['config', 'compute dtype', 'parameters', 'img/s (median)', 'img/CPU-s', 'warm-up s',
+       'load'], rows)
   intro = (f'Mask R-CNN train step on 64x64 synthetic shapes, batch {args.batch_size}, '
            f'{args.repeats} x {args.steps} steps after a warm-up repeat.\n\n'
            + common.machine_description(['jax', 'flax', 'tensorflow-cpu']))

@@ -113,6 +113,17 @@ def augment_fn(config):
   return augment.build_policy(config.augment, drop_mode='invalidate')
 
 
+def init_fn(config):
+  """With `config.init_from` (a torchvision ResNet-50 .pth / .safetensors): a function
+  putting those ImageNet weights into the R50-FPN backbone's trunk at state creation."""
+  path = config.get('init_from', '')
+  if not path:
+    return None
+  from models import import_torchvision  # pylint: disable=g-import-not-at-top
+  return lambda variables: import_torchvision.load_resnet50(variables, path,
+                                                            at=('backbone', 'trunk'))
+
+
 def build(config, train_source: Source):
   model = build_model({**config.model.to_dict(),
                        'num_classes': len(train_source.class_names) - 1})
@@ -186,7 +197,7 @@ def main(config: ml_collections.ConfigDict, workdir: str, title: str = 'syntheti
   model, task = build(config, train_source)
   result = train_and_evaluate(config, workdir, model=model, train_source=train_source,
                               eval_source=eval_source, task=task,
-                              augment_fn=augment_fn(config))
+                              augment_fn=augment_fn(config), init_fn=init_fn(config))
   if result.preempted:
     print('preempted: rerun the same command to resume from the last checkpoint.')
     return result

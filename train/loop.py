@@ -36,7 +36,7 @@ from data.sources import Source
 from train import checkpoint, distributed, evaluate, optimizer, steps
 from train import mesh as mesh_lib
 from train.metric_writer import MetricWriter
-from train.state import TrainState, count_params, create_train_state
+from train.state import InitFn, TrainState, count_params, create_train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +137,10 @@ def _check_labels(batch: Mapping[str, np.ndarray], num_classes: int, step: int,
 
 
 def _create_state(model: nn.Module, tx, input_shape: tuple[int, ...], seed: int,
-                  mesh) -> TrainState:
+                  mesh, init_fn=None) -> TrainState:
   """Initialises the state directly replicated over the mesh (every process agrees)."""
-  return jax.jit(lambda: create_train_state(model, tx, input_shape, jax.random.PRNGKey(seed)),
+  return jax.jit(lambda: create_train_state(model, tx, input_shape, jax.random.PRNGKey(seed),
+                                            init_fn),
                  out_shardings=mesh_lib.replicated(mesh))()
 
 
@@ -178,7 +179,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
                        augment_fn: Optional[pipeline.AugmentFn] = None,
                        preprocess_fn: Optional[Callable] = None,
                        max_steps: Optional[int] = None,
-                       devices: Optional[Sequence[jax.Device]] = None) -> TrainResult:
+                       devices: Optional[Sequence[jax.Device]] = None,
+                       init_fn: Optional[InitFn] = None) -> TrainResult:
   """Trains `model` for `config.num_epochs` epochs, evaluating and checkpointing each epoch.
 
   config fields: seed, batch_size, eval_batch_size, num_epochs, optimizer (see
@@ -188,6 +190,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   `batch_size` is the global batch: divisible by the device count of all processes.
   `max_steps` stops early (after saving) at that global step: tests use it to
   simulate an interruption. `devices` (default: all) span the data-parallel mesh.
+  `init_fn` (train.state.create_train_state) sets the starting variables, e.g. ImageNet
+  weights; a resumed run still calls it for the restore template, then restores.
   """
   distributed.initialize(config.get('distributed'))
   mesh = mesh_lib.make_mesh(devices)
@@ -208,7 +212,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   # The restore template: orbax puts the saved arrays onto this mesh, whatever the
   # device count they were saved from.
   state = _create_state(model, tx, (1,) + tuple(train_source.image_shape), config['seed'],
-                        mesh)
+                        mesh, init_fn)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
   progress = {'train_seconds': 0.0, 'eval_history': []}

@@ -1,9 +1,10 @@
 """Optimizer and learning-rate schedule built from config."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -16,6 +17,20 @@ def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int,
       decay_steps=max(total_steps, warmup_steps + 1), end_value=peak_lr * end_lr_fraction)
 
 
+def step_schedule(peak_lr: float, total_steps: int, warmup_steps: int,
+                  decay_at: Sequence[float], decay_factor: float = 0.1,
+                  warmup_init_fraction: float = 0.0) -> optax.Schedule:
+  """detectron2's WarmupMultiStepLR: linear warm-up from `warmup_init_fraction * peak_lr`,
+  then `peak_lr` times `decay_factor` after each boundary; `decay_at` are fractions of
+  `total_steps` (the 1x schedule's 60k and 80k of 90k are (2/3, 8/9))."""
+  boundaries = {round(f * total_steps): decay_factor for f in decay_at}
+  constant = optax.piecewise_constant_schedule(peak_lr, boundaries)
+  if not warmup_steps:
+    return constant
+  warmup = optax.linear_schedule(peak_lr * warmup_init_fraction, peak_lr, warmup_steps)
+  return lambda step: jnp.where(step < warmup_steps, warmup(step), constant(step))
+
+
 def _decay_mask(params: Any) -> Any:
   # Weight decay on kernels only: decaying BatchNorm scales and biases only hurts.
   return jax.tree_util.tree_map_with_path(
@@ -25,10 +40,18 @@ def _decay_mask(params: Any) -> Any:
 def build_optimizer(opt_config: Mapping[str, Any],
                     total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """`opt_config`: name ('adamw' | 'sgd' | 'nesterov'), learning_rate, warmup_steps,
-  weight_decay, optional b1/b2/momentum, grad_clip_norm, end_lr_fraction."""
+  weight_decay, optional b1/b2/momentum, grad_clip_norm, end_lr_fraction; the schedule
+  is warm-up + cosine, or with `decay_at` (fractions of the steps) `step_schedule`
+  (optional decay_factor, warmup_init_fraction)."""
   cfg = dict(opt_config)
-  schedule = learning_rate_schedule(cfg['learning_rate'], total_steps,
-                                    cfg.get('warmup_steps', 0), cfg.get('end_lr_fraction', 0.0))
+  if cfg.get('decay_at'):
+    schedule = step_schedule(cfg['learning_rate'], total_steps, cfg.get('warmup_steps', 0),
+                             cfg['decay_at'], cfg.get('decay_factor', 0.1),
+                             cfg.get('warmup_init_fraction', 0.0))
+  else:
+    schedule = learning_rate_schedule(cfg['learning_rate'], total_steps,
+                                      cfg.get('warmup_steps', 0),
+                                      cfg.get('end_lr_fraction', 0.0))
   name = cfg.get('name', 'adamw')
   weight_decay = cfg.get('weight_decay', 0.0)
   if name == 'adamw':

@@ -7,8 +7,12 @@
 - `MaskHead` (He et al. 2017): four 3x3 convs on the 14 x 14 RoI features, a 2x2
   stride-2 transposed conv and a 1x1 conv to K mask logits of 28 x 28; only the channel
   of the RoI's class is used (no competition between classes).
+Both compute in `dtype` (e.g. bfloat16) and return float32: the softmax scores, box
+decoding, mask sigmoid and the losses that follow stay in float32.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,17 +22,19 @@ class BoxHead(nn.Module):
   """[R, h, w, C] RoI features -> (class_logits [R, K + 1], box_deltas [R, K, 4])."""
   num_classes: int  # K, background excluded
   fc_width: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, roi_features: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     x = roi_features.reshape(roi_features.shape[0], -1)
-    x = nn.relu(nn.Dense(self.fc_width, name='fc1')(x))
-    x = nn.relu(nn.Dense(self.fc_width, name='fc2')(x))
+    x = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, name='fc1')(x))
+    x = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, name='fc2')(x))
     class_logits = nn.Dense(self.num_classes + 1, kernel_init=nn.initializers.normal(0.01),
-                            name='class_logits')(x)
+                            dtype=self.dtype, name='class_logits')(x)
     box_deltas = nn.Dense(4 * self.num_classes, kernel_init=nn.initializers.normal(0.001),
-                          name='box_deltas')(x)
-    return class_logits, box_deltas.reshape(-1, self.num_classes, 4)
+                          dtype=self.dtype, name='box_deltas')(x)
+    return (class_logits.astype(jnp.float32),
+            box_deltas.astype(jnp.float32).reshape(-1, self.num_classes, 4))
 
 
 class MaskHead(nn.Module):
@@ -36,14 +42,18 @@ class MaskHead(nn.Module):
   num_classes: int
   width: int = 64
   num_convs: int = 4
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, roi_features: jnp.ndarray) -> jnp.ndarray:
     x = roi_features
     for i in range(self.num_convs):
-      x = nn.relu(nn.Conv(self.width, (3, 3), padding='SAME', name=f'conv{i}')(x))
-    x = nn.relu(nn.ConvTranspose(self.width, (2, 2), strides=(2, 2), name='upsample')(x))
-    return nn.Conv(self.num_classes, (1, 1), name='mask_logits')(x)
+      x = nn.relu(nn.Conv(self.width, (3, 3), padding='SAME', dtype=self.dtype,
+                          name=f'conv{i}')(x))
+    x = nn.relu(nn.ConvTranspose(self.width, (2, 2), strides=(2, 2), dtype=self.dtype,
+                                 name='upsample')(x))
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
+                   name='mask_logits')(x).astype(jnp.float32)
 
 
 def class_box_deltas(box_deltas: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:

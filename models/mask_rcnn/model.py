@@ -1,7 +1,7 @@
 """Mask R-CNN (He et al. 2017) assembled from its stages, with static shapes throughout.
 
     images [B, H, W, 3]
-      -> ResNetFPN (backbone.py)             pyramid of [B, H/s, W/s, C], s in `strides`
+      -> ResNetFPN | ResNet50FPN (backbone.py)  pyramid of [B, H/s, W/s, C], s in `strides`
       -> RPNHead (rpn.py) + anchors.py       objectness and deltas per anchor
       -> generate_proposals (rpn.py)         P proposals per image (top-k, decode, NMS)
       -> multilevel RoIAlign (roi_align.py)  7x7 (box) / 14x14 (mask) features per region
@@ -16,6 +16,17 @@
   `instance_masks` [B, N, H, W], `instance_valid` [B, N], optional `is_crowd` [B, N])
   and the 'dropout' rng (it drives the anchor and RoI sampling); it returns what
   train/instance_loss.py needs: each head's outputs beside its targets (targets.py).
+
+Precision: with `dtype=bfloat16` the backbone, FPN, RPN head convs, the RoIAlign
+features and the box and mask heads compute in bfloat16 (parameters stay float32).
+Kept in float32 on purpose, where rounding would move boxes or decisions: the heads'
+outputs (RPN objectness and deltas, class logits, box deltas, mask logits are cast
+to float32 as they leave each head), so the top-k of proposals and NMS scores, box
+decoding and encoding (box_ops.py), anchor and RoI matching (IoUs on float32 boxes),
+softmax / sigmoid scores and every loss; RoIAlign's bilinear weights and its average
+(float32 accumulation, rounded once to bfloat16 for the heads); anchors and targets.
+RoIAlign gathers bfloat16 feature values (half the bytes of its largest tensor), so
+the backward scatter-add of its gradient into the pyramid accumulates in bfloat16.
 """
 from __future__ import annotations
 
@@ -28,7 +39,8 @@ import jax.numpy as jnp
 
 from models.mask_rcnn import targets as targets_lib
 from models.mask_rcnn.anchors import generate_anchors
-from models.mask_rcnn.backbone import ResNetFPN, pyramid_strides
+from models.mask_rcnn.backbone import (RESNET50_FPN_STRIDES, ResNet50FPN, ResNetFPN,
+                                       pyramid_strides)
 from models.mask_rcnn.heads import BoxHead, MaskHead, class_box_deltas, class_mask_logits
 from models.mask_rcnn.postprocess import detect, paste_masks
 from models.mask_rcnn.roi_align import multilevel_roi_align
@@ -38,14 +50,20 @@ from models.registry import MODELS
 
 @MODELS.register('mask_rcnn')
 class MaskRCNN(nn.Module):
-  """Mask R-CNN with a small ResNet-FPN; `num_classes` = K object classes (no background)."""
+  """Mask R-CNN with a ResNet-FPN; `num_classes` = K object classes (no background)."""
   num_classes: int
-  # Backbone (backbone.py); the pyramid strides follow from stem_stride and the stages.
+  # Backbone (backbone.py): 'resnet_fpn' (small, from scratch; the fields up to
+  # fpn_width, its strides follow from stem_stride and the stages) or 'resnet50_fpn'
+  # (detectron2's R50-FPN: strides 4..64, RoIs pooled from P2-P5; fpn_width, freeze_at
+  # and backbone_norm, see models/resnet50.py).
+  backbone: str = 'resnet_fpn'
   stem_width: int = 32
   stage_widths: Sequence[int] = (32, 64, 128)
   blocks_per_stage: int = 1
   stem_stride: int = 1
   fpn_width: int = 64
+  freeze_at: int = 2
+  backbone_norm: str = 'frozen'
   # Anchors: one size per pyramid level, each at every aspect ratio (height / width).
   anchor_sizes: Sequence[float] = (12.0, 24.0, 48.0)
   aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
@@ -75,13 +93,28 @@ class MaskRCNN(nn.Module):
   max_detections: int = 20
   dtype: Any = jnp.float32
 
-  def _strides(self) -> tuple[int, ...]:
-    return pyramid_strides(self.stem_stride, len(self.stage_widths))
+  def _strides(self) -> tuple[tuple[int, ...], int]:
+    """(the strides of the pyramid levels (the RPN's), how many the RoI heads pool from)."""
+    if self.backbone == 'resnet_fpn':
+      strides = pyramid_strides(self.stem_stride, len(self.stage_widths))
+      return strides, len(strides)
+    if self.backbone == 'resnet50_fpn':
+      return RESNET50_FPN_STRIDES, len(RESNET50_FPN_STRIDES) - 1
+    raise ValueError(f"models/mask_rcnn/model.py: backbone={self.backbone!r}; expected "
+                     "'resnet_fpn' or 'resnet50_fpn'.")
+
+  def _backbone(self) -> nn.Module:
+    if self.backbone == 'resnet50_fpn':
+      return ResNet50FPN(self.fpn_width, self.freeze_at, self.backbone_norm, self.dtype,
+                         name='backbone')
+    return ResNetFPN(self.stem_width, self.stage_widths, self.blocks_per_stage,
+                     self.stem_stride, self.fpn_width, self.dtype, name='backbone')
 
   def _pool(self, features: list[jnp.ndarray], rois_xyxy: jnp.ndarray,
             size: int) -> jnp.ndarray:
     """RoIAlign of [B, R, 4] regions on their pyramid levels -> [B, R, size, size, C]."""
-    strides = self._strides()
+    strides, num_levels = self._strides()
+    features, strides = features[:num_levels], strides[:num_levels]
 
     def one_image(image_features, rois):
       return multilevel_roi_align(
@@ -93,22 +126,20 @@ class MaskRCNN(nn.Module):
   @nn.compact
   def __call__(self, images: jnp.ndarray, targets: Optional[dict[str, jnp.ndarray]] = None,
                train: bool = False) -> dict[str, jnp.ndarray]:
-    strides = self._strides()
+    strides, _ = self._strides()
     if len(self.anchor_sizes) != len(strides):
       raise ValueError(f'models/mask_rcnn/model.py: anchor_sizes={tuple(self.anchor_sizes)} '
                        f'needs one size per pyramid level (strides {strides}).')
     batch, height, width = images.shape[:3]
     image_size = (height, width)
-    features = ResNetFPN(self.stem_width, self.stage_widths, self.blocks_per_stage,
-                         self.stem_stride, self.fpn_width, self.dtype, name='backbone')(
-                             images, train)
+    features = self._backbone()(images, train)
     anchors = jnp.asarray(generate_anchors(image_size, strides, self.anchor_sizes,
                                            self.aspect_ratios))
-    rpn_logits, rpn_deltas = RPNHead(len(self.aspect_ratios), self.fpn_width, name='rpn')(
-        features)
-    box_head = BoxHead(self.num_classes, self.fc_width, name='box_head')
+    rpn_logits, rpn_deltas = RPNHead(len(self.aspect_ratios), self.fpn_width, self.dtype,
+                                     name='rpn')(features)
+    box_head = BoxHead(self.num_classes, self.fc_width, self.dtype, name='box_head')
     mask_head = MaskHead(self.num_classes, self.mask_head_width, self.mask_head_convs,
-                         name='mask_head')
+                         self.dtype, name='mask_head')
     if not train:
       return self._infer(features, anchors, rpn_logits, rpn_deltas, image_size, box_head,
                          mask_head)

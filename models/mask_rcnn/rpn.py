@@ -14,7 +14,7 @@ models/mask_rcnn/targets.py; its loss in train/instance_loss.py.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -25,23 +25,30 @@ from models.mask_rcnn.nms import nms
 
 
 class RPNHead(nn.Module):
-  """`features` list of [B, H_l, W_l, C] -> (logits [B, A], deltas [B, A, 4])."""
+  """`features` list of [B, H_l, W_l, C] -> (logits [B, A], deltas [B, A, 4]).
+
+  The convs compute in `dtype`; logits and deltas leave in float32 (top-k, NMS, box
+  decoding and the loss use them).
+  """
   anchors_per_location: int
   width: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
     small = nn.initializers.normal(0.01)
-    conv = nn.Conv(self.width, (3, 3), padding='SAME', kernel_init=small, name='conv')
+    conv = nn.Conv(self.width, (3, 3), padding='SAME', kernel_init=small, dtype=self.dtype,
+                   name='conv')
     objectness = nn.Conv(self.anchors_per_location, (1, 1), kernel_init=small,
-                         name='objectness')
-    deltas = nn.Conv(4 * self.anchors_per_location, (1, 1), kernel_init=small, name='deltas')
+                         dtype=self.dtype, name='objectness')
+    deltas = nn.Conv(4 * self.anchors_per_location, (1, 1), kernel_init=small,
+                     dtype=self.dtype, name='deltas')
     all_logits, all_deltas = [], []
     for level in features:
       hidden = nn.relu(conv(level))
       batch = level.shape[0]
-      all_logits.append(objectness(hidden).reshape(batch, -1))
-      all_deltas.append(deltas(hidden).reshape(batch, -1, 4))
+      all_logits.append(objectness(hidden).astype(jnp.float32).reshape(batch, -1))
+      all_deltas.append(deltas(hidden).astype(jnp.float32).reshape(batch, -1, 4))
     return jnp.concatenate(all_logits, axis=1), jnp.concatenate(all_deltas, axis=1)
 
 
