@@ -126,7 +126,6 @@ def build(config, train_source: Source):
 
 def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: float,
            train_source: Source, eval_source: Source) -> str:
-  images_seen = result.steps_per_epoch * config.num_epochs * config.batch_size
   cpu = os.times()
   last = result.final_eval
   lines = [
@@ -138,7 +137,7 @@ def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: 
       '| parameters | epochs | training time (s) | training images/s | compile (s) | '
       'whole run (min) | CPU seconds |', '|---|---|---|---|---|---|---|',
       f'| {result.num_params:,} | {config.num_epochs} | {result.train_seconds:.1f} | '
-      f'{images_seen / max(result.train_seconds, 1e-9):,.1f} | '
+      f'{result.images_per_second(config.batch_size):,.1f} | '
       f'{result.compile_seconds:.1f} | {wall_seconds / 60:.1f} | '
       f'{cpu.user + cpu.system:,.0f} on {os.cpu_count()} cores |', '']
   series = read_metrics(workdir)
