@@ -34,7 +34,7 @@ from data import cifar10, pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, plots
+from train import analysis, plots, run_record
 from train.classification import classification_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -204,7 +204,8 @@ def report(config, result: TrainResult, numbers: dict[str, Any], wall_seconds: f
   matrix = numbers['confusion']
   lines += [f'| {name} | {matrix[k, k] / max(matrix[k].sum(), 1):.3f} |'
             for k, name in enumerate(class_names)]
-  return '\n'.join(lines)
+  note = run_record.changes_note(result.config_changes)
+  return '\n'.join(lines + (['', note] if note else []))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:

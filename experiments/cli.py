@@ -6,6 +6,7 @@ a bug and keeps its traceback (exit status 1).
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -24,6 +25,14 @@ from errors import UserError
 # the OSErrors name a path the user gave.
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError, FileExistsError)
+# Any other OSError is the user's only for these causes (a full disk, a quota, a
+# read-only filesystem), which no code change fixes.
+USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def is_user_error(error: BaseException) -> bool:
+  return isinstance(error, USER_ERRORS) or (isinstance(error, OSError)
+                                            and error.errno in USER_ERRNOS)
 EXIT_USER_ERROR = 2
 
 
@@ -132,7 +141,9 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
       distributed.initialize(config.get('distributed'))
       run_record.check_workdir(config, workdir)
       main(config, workdir)
-    except USER_ERRORS as e:
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_user_error(e):
+        raise
       _fail(_message(e), e)
 
   app.run(_main, argv=sys.argv, flags_parser=_parse_flags)

@@ -162,8 +162,9 @@ def report_tables(config, results: dict[str, TrainResult], numbers: dict[str, An
     final = r.final_eval
     lines.append(
         f'| {name.upper()} | {final["accuracy"]:.4f} | {final["loss"]:.4f} | '
-        f'{r.num_params:,} | {r.train_seconds:.1f} | {r.images_per_second(config.batch_size):,.0f} | '
-        f'{final["epoch"]} | {r.compile_seconds:.1f} |')
+        f'{r.num_params:,} | {r.train_seconds:.1f} | '
+        f'{r.images_per_second(config.batch_size):,.0f} | {final["epoch"]} | '
+        f'{r.compile_seconds:.1f} |')
   lines += ['', f'Evaluated on all {int(next(iter(results.values())).final_eval["count"]):,} '
             'test images.', '', '### Accuracy on shifted test images', '',
             '| shift (px) | ' + ' | '.join(n.upper() for n in results) + ' |',
@@ -177,7 +178,9 @@ def report_tables(config, results: dict[str, TrainResult], numbers: dict[str, An
   for k, class_name in enumerate(class_names):
     accs = [numbers['confusion'][n][k, k] / numbers['confusion'][n][k].sum() for n in results]
     lines.append(f'| {class_name} | ' + ' | '.join(f'{a:.3f}' for a in accs) + ' |')
-  return '\n'.join(lines)
+  note = ' '.join(run_record.changes_note(r.config_changes, f'{n.upper()}: ')
+                  for n, r in results.items() if r.config_changes)
+  return '\n'.join(lines + (['', note] if note else []))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResult]:

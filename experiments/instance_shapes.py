@@ -31,7 +31,8 @@ from data import shapes
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import coco_eval, distributed, instance_eval, instance_loss, instance_plots
+from train import (coco_eval, distributed, instance_eval, instance_loss, instance_plots,
+                   run_record)
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 
@@ -165,6 +166,8 @@ def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: 
            f'Model: `{config.model.to_dict()}`. Augmentation: `{config.augment or "none"}`. '
            f'{config.optimizer.name} lr {config.optimizer.learning_rate}, batch '
            f'{config.batch_size}.')
+  note = run_record.changes_note(result.config_changes)
+  setup += f' {note}' if note else ''
   return setup + '\n\n' + '\n'.join(lines)
 
 

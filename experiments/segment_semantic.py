@@ -37,7 +37,7 @@ from data import pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, distributed, segmentation, segmentation_plots
+from train import analysis, distributed, run_record, segmentation, segmentation_plots
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 
@@ -228,6 +228,8 @@ def report(config, result: TrainResult, wall_seconds: float, class_names, train_
            f'`{config.augment or "none"}`. {config.optimizer.name} lr '
            f'{config.optimizer.learning_rate} (warm-up {config.optimizer.warmup_steps} + '
            f'cosine), batch {config.batch_size}.')
+  note = run_record.changes_note(result.config_changes)
+  setup += f' {note}' if note else ''
   return setup + '\n\n' + '\n'.join(lines)
 
 

@@ -127,6 +127,13 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], directory
   return changed
 
 
+def changes_note(config_changes: list[dict[str, Any]], who: str = '') -> str:
+  """For a report: each `allow_config_change` resume of the run ('' if none), so numbers
+  made partly under another config never pass for a clean run."""
+  return ' '.join(f'{who}Resumed at step {c["step"]} under a changed config: '
+                  f'{"; ".join(c["changed"])}.' for c in config_changes)
+
+
 def check_workdir(config: Mapping[str, Any], workdir: str) -> None:
   """Before any work: stops if `workdir` holds checkpoints made by another config.
 

@@ -89,6 +89,18 @@ def test_checkpoints_of_another_config_stop_the_command_before_any_work(tmp_path
   assert len(lines) == 2 and sorted(os.listdir(tmp_path)) == ['mlp']
 
 
+def test_which_exceptions_are_the_users():
+  import errno  # pylint: disable=g-import-not-at-top
+  from errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  from train.loop import NonFiniteLossError  # pylint: disable=g-import-not-at-top
+  for error in (ConfigError('x'), NonFiniteLossError('x'), FileNotFoundError('x'),
+                OSError(errno.ENOSPC, 'No space left on device')):
+    assert cli.is_user_error(error), error
+  for error in (ValueError('x'), KeyError('x'), TypeError('x'), OSError(errno.EIO, 'I/O')):
+    assert not cli.is_user_error(error), error
+
+
 def test_debug_shows_the_traceback_too(tmp_path):
   done = _run(f'--workdir={tmp_path / "w"}', '--config.batch_size=0', '--debug')
   assert done.returncode == 2

@@ -10,6 +10,7 @@ import pytest
 from errors import ConfigError
 from models.cnn import CNN
 from train.loop import TrainResult
+from train import run_record
 from train.run_record import ConfigChangedError
 from tests.toy_data import band_source
 from tests.train.test_checkpoint import CORRUPTIONS
@@ -50,6 +51,8 @@ def test_allow_config_change_continues_and_records_the_change(tmp_path, capfd):
   assert int(longer.state.step) == 12 and [e['epoch'] for e in longer.eval_history] == [1, 2]
   assert longer.config_changes == [{'step': 6, 'changed': ['num_epochs: 1 -> 2']}]
   assert 'under a changed config (allowed): num_epochs: 1 -> 2' in capfd.readouterr().err
+  assert run_record.changes_note(longer.config_changes) == (  # the reports say so too
+      'Resumed at step 6 under a changed config: num_epochs: 1 -> 2.')
   # The new checkpoints carry the new config (and the change): a plain rerun resumes.
   again = _run(tmp_path, _config(num_epochs=2))
   assert again.config_changes == longer.config_changes
