@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -33,13 +32,12 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                        'cifar10_speed.md')
 
 
-def time_to_target(workdir: str, history: list[dict], target: float) -> tuple[float, int] | None:
+def time_to_target(seconds_by_step: dict[int, float], history: list[dict], target: float
+                   ) -> tuple[float, int] | None:
   """(training seconds, epoch) at the first evaluation with accuracy >= target."""
-  with open(os.path.join(workdir, 'progress.json')) as f:
-    seconds_by_step = json.load(f)['by_step']
   for entry in history:
     if entry['accuracy'] >= target:
-      return seconds_by_step[str(entry['step'])], entry['epoch']
+      return seconds_by_step[entry['step']], entry['epoch']
   return None
 
 
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
   train_source, test_source = cifar10.sources(config)
   with tempfile.TemporaryDirectory() as workdir:  # fresh: never resume a timed run
     result = cifar10.train(config, workdir, train_source, test_source)
-    reached = time_to_target(workdir, result.eval_history, args.target)
+    reached = time_to_target(result.seconds_by_step, result.eval_history, args.target)
   images = result.steps_per_epoch * config.num_epochs * config.batch_size
   device = jax.devices()[0]
   return {

@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from data import image_folder
 from data.sources import SOURCES, Source
+from errors import UserError
 
 CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
                'ship', 'truck')
@@ -37,7 +38,7 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 
-class Cifar10FormatError(ValueError):
+class Cifar10FormatError(UserError, ValueError):
   """A binary CIFAR-10 file is missing, truncated or inconsistent; the message names it."""
 
 

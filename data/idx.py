@@ -13,6 +13,8 @@ import struct
 
 import numpy as np
 
+from errors import UserError
+
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
@@ -23,7 +25,7 @@ SPLIT_FILES = {
 }
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(UserError, ValueError):
   """An IDX file is missing, truncated or inconsistent; the message names it."""
 
 

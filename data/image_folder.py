@@ -13,11 +13,12 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from data.sources import SOURCES, Source
+from errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 
-class ImageFolderError(ValueError):
+class ImageFolderError(UserError, ValueError):
   """The folder layout does not match what the source expects; the message says how."""
 
 

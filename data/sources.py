@@ -26,11 +26,15 @@ class Source:
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def build_source(data_config: Mapping[str, Any], split: str) -> Source:
-  """Builds `data_config['source']` for `split`; other fields are its keyword arguments."""
-  # Imported here so every source registers itself before the lookup.
+def registered_sources() -> Registry:
+  """SOURCES with every source module imported (each registers itself on import)."""
   from data import (cifar10, coco, coco_tfds, fashion_mnist, image_folder,  # noqa: F401
                     oxford_pet, seg_folder, shapes)
+  return SOURCES
+
+
+def build_source(data_config: Mapping[str, Any], split: str) -> Source:
+  """Builds `data_config['source']` for `split`; other fields are its keyword arguments."""
   kwargs = dict(data_config)
   name = kwargs.pop('source')
-  return SOURCES.get(name)(split=split, **kwargs)
+  return registered_sources().get(name)(split=split, **kwargs)

@@ -1,1 +1,6 @@
 """Experiments: one file each, a `get_config()` plus a thin `main`."""
+import os
+
+# Before any experiment imports TensorFlow (its C++ logs at import): without this its
+# start-up chatter buries the first line of an error message. A user's setting wins.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

@@ -34,7 +34,7 @@ from data import cifar10, pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, distributed, plots
+from train import analysis, distributed, plots, run_record
 from train.classification import classification_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -198,7 +198,6 @@ def analyse(config, workdir: str, result: TrainResult, test_source: Source) -> d
 def report(config, result: TrainResult, numbers: dict[str, Any], wall_seconds: float,
            class_names) -> str:
   final = result.final_eval
-  images_seen = result.steps_per_epoch * config.num_epochs * config.batch_size
   lines = [
       '| model | test accuracy (flip TTA) | without TTA | test loss | parameters | '
       'epochs | training time (s) | training images/s | compile (s) | whole run (min) |',
@@ -206,7 +205,7 @@ def report(config, result: TrainResult, numbers: dict[str, Any], wall_seconds: f
       f'| {config.model.name} | {numbers["accuracy"]:.4f} | '
       f'{numbers["accuracy_no_tta"]:.4f} | {final["loss"]:.4f} | {result.num_params:,} | '
       f'{config.num_epochs} | {result.train_seconds:.1f} | '
-      f'{images_seen / result.train_seconds:,.0f} | {result.compile_seconds:.1f} | '
+      f'{result.images_per_second(config.batch_size):,.0f} | {result.compile_seconds:.1f} | '
       f'{wall_seconds / 60:.1f} |', '',
       '### Test accuracy during training', '', '| epoch | accuracy | loss |', '|---|---|---|']
   lines += [f'| {e["epoch"]} | {e["accuracy"]:.4f} | {e["loss"]:.4f} |'
@@ -215,7 +214,8 @@ def report(config, result: TrainResult, numbers: dict[str, Any], wall_seconds: f
   matrix = numbers['confusion']
   lines += [f'| {name} | {matrix[k, k] / max(matrix[k].sum(), 1):.3f} |'
             for k, name in enumerate(class_names)]
-  return '\n'.join(lines)
+  note = run_record.changes_note(result.config_changes)
+  return '\n'.join(lines + (['', note] if note else []))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:

@@ -26,7 +26,7 @@ from data import pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, distributed, plots
+from train import analysis, distributed, plots, run_record
 from train.classification import classification_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -93,14 +93,24 @@ def _numpy_split(source: Source) -> tuple[np.ndarray, np.ndarray]:
   return batch['image'], batch['label']
 
 
+def model_config(config, name: str) -> ml_collections.ConfigDict:
+  """The config of one model's run: the shared budget and that model alone, so a change
+  to the other model does not stop this one from resuming (train/run_record.py)."""
+  narrowed = config.copy_and_resolve_references()
+  with narrowed.unlocked():
+    del narrowed['model_names']
+    narrowed.models = ml_collections.ConfigDict({name: config.models[name].to_dict()})
+  return narrowed
+
+
 def train_model(config, name: str, workdir: str, train_source: Source,
                 test_source: Source) -> TrainResult:
   model = build_model(config.models[name].to_dict(),
                       num_classes=len(train_source.class_names))
   mean, std = config.data.mean, config.data.std
   return train_and_evaluate(
-      config, os.path.join(workdir, name), model=model, train_source=train_source,
-      eval_source=test_source, task=classification_task(),
+      model_config(config, name), os.path.join(workdir, name), model=model,
+      train_source=train_source, eval_source=test_source, task=classification_task(),
       augment_fn=_augment_fn(config.augment),
       preprocess_fn=lambda f: pipeline.normalize_image(f, mean, std))
 
@@ -150,11 +160,11 @@ def report_tables(config, results: dict[str, TrainResult], numbers: dict[str, An
            '|---|---|---|---|---|---|---|---|']
   for name, r in results.items():
     final = r.final_eval
-    images_seen = r.steps_per_epoch * config.num_epochs * config.batch_size
     lines.append(
         f'| {name.upper()} | {final["accuracy"]:.4f} | {final["loss"]:.4f} | '
-        f'{r.num_params:,} | {r.train_seconds:.1f} | {images_seen / r.train_seconds:,.0f} | '
-        f'{final["epoch"]} | {r.compile_seconds:.1f} |')
+        f'{r.num_params:,} | {r.train_seconds:.1f} | '
+        f'{r.images_per_second(config.batch_size):,.0f} | {final["epoch"]} | '
+        f'{r.compile_seconds:.1f} |')
   lines += ['', f'Evaluated on all {int(next(iter(results.values())).final_eval["count"]):,} '
             'test images.', '', '### Accuracy on shifted test images', '',
             '| shift (px) | ' + ' | '.join(n.upper() for n in results) + ' |',
@@ -168,10 +178,14 @@ def report_tables(config, results: dict[str, TrainResult], numbers: dict[str, An
   for k, class_name in enumerate(class_names):
     accs = [numbers['confusion'][n][k, k] / numbers['confusion'][n][k].sum() for n in results]
     lines.append(f'| {class_name} | ' + ' | '.join(f'{a:.3f}' for a in accs) + ' |')
-  return '\n'.join(lines)
+  note = ' '.join(run_record.changes_note(r.config_changes, f'{n.upper()}: ')
+                  for n, r in results.items() if r.config_changes)
+  return '\n'.join(lines + (['', note] if note else []))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResult]:
+  for name in config.model_names:  # before training either model: no changed config
+    run_record.check_workdir(model_config(config, name), os.path.join(workdir, name))
   os.makedirs(workdir, exist_ok=True)
   train_source, test_source = _sources(config)
   results = {name: train_model(config, name, workdir, train_source, test_source)

@@ -31,7 +31,8 @@ from data import shapes
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import coco_eval, distributed, instance_eval, instance_loss, instance_plots
+from train import (coco_eval, distributed, instance_eval, instance_loss, instance_plots,
+                   run_record)
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 
@@ -137,7 +138,6 @@ def build(config, train_source: Source):
 
 def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: float,
            train_source: Source, eval_source: Source) -> str:
-  images_seen = result.steps_per_epoch * config.num_epochs * config.batch_size
   cpu = os.times()
   last = result.final_eval
   lines = [
@@ -158,7 +158,7 @@ def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: 
       '| parameters | epochs | training time (s) | training images/s | compile (s) | '
       'whole run (min) | CPU seconds |', '|---|---|---|---|---|---|---|',
       f'| {result.num_params:,} | {config.num_epochs} | {result.train_seconds:.1f} | '
-      f'{images_seen / max(result.train_seconds, 1e-9):,.1f} | '
+      f'{result.images_per_second(config.batch_size):,.1f} | '
       f'{result.compile_seconds:.1f} | {wall_seconds / 60:.1f} | '
       f'{cpu.user + cpu.system:,.0f} on {os.cpu_count()} cores |', '']
   series = read_metrics(workdir)
@@ -186,6 +186,8 @@ def report(config, workdir: str, result: TrainResult, coco: dict, wall_seconds: 
            f'Model: `{config.model.to_dict()}`. Augmentation: `{config.augment or "none"}`. '
            f'{config.optimizer.name} lr {config.optimizer.learning_rate}, batch '
            f'{config.batch_size}.')
+  note = run_record.changes_note(result.config_changes)
+  setup += f' {note}' if note else ''
   return setup + '\n\n' + '\n'.join(lines)
 
 

@@ -37,7 +37,7 @@ from data import pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, distributed, segmentation, segmentation_plots
+from train import analysis, distributed, run_record, segmentation, segmentation_plots
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 
@@ -204,7 +204,6 @@ def analyse(config, workdir: str, result: TrainResult, eval_source: Source) -> N
 def report(config, result: TrainResult, wall_seconds: float, class_names, train_source,
            eval_source, weights) -> str:
   final = result.final_eval
-  images_seen = result.steps_per_epoch * config.num_epochs * config.batch_size
   cpu = os.times()
   binary = len(class_names) == 2
   head = ['mIoU', 'pixel accuracy'] + (['Dice (F1) fg', 'precision', 'recall'] if binary
@@ -217,7 +216,7 @@ def report(config, result: TrainResult, wall_seconds: float, class_names, train_
       '|' + '---|' * (len(head) + 7),
       '| ' + ' | '.join(f'{v:.4f}' for v in values) + f' | {final["loss"]:.4f} | '
       f'{result.num_params:,} | {final["epoch"]} | {result.train_seconds:.1f} | '
-      f'{images_seen / max(result.train_seconds, 1e-9):,.1f} | '
+      f'{result.images_per_second(config.batch_size):,.1f} | '
       f'{result.compile_seconds:.1f} | {wall_seconds / 60:.1f} |', '',
       f'Scored exactly on all {int(final["count"])} `{config.eval_split}` images (one '
       'confusion matrix over every counted pixel; ignore pixels excluded). Whole run: '
@@ -242,6 +241,8 @@ def report(config, result: TrainResult, wall_seconds: float, class_names, train_
            f'`{config.augment or "none"}`. {config.optimizer.name} lr '
            f'{config.optimizer.learning_rate} (warm-up {config.optimizer.warmup_steps} + '
            f'cosine), batch {config.batch_size}.')
+  note = run_record.changes_note(result.config_changes)
+  setup += f' {note}' if note else ''
   return setup + '\n\n' + '\n'.join(lines)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import signal
 import sys
@@ -33,7 +32,8 @@ from tqdm import tqdm
 
 from data import pipeline
 from data.sources import Source
-from train import checkpoint, distributed, evaluate, optimizer, steps
+from errors import ConfigError, UserError
+from train import checkpoint, config_check, distributed, evaluate, optimizer, run_record, steps
 from train import mesh as mesh_lib
 from train.metric_writer import MetricWriter
 from train.state import InitFn, TrainState, count_params, create_train_state
@@ -57,14 +57,25 @@ class TrainResult:
   steps_per_epoch: int
   num_params: int
   preempted: bool = False
+  # Training seconds at each checkpoint's step, over all resumed runs.
+  seconds_by_step: dict[int, float] = dataclasses.field(default_factory=dict)
+  # Each `--allow_config_change` resume: its step and the fields that changed.
+  config_changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def final_eval(self) -> dict[str, float]:
     return self.eval_history[-1] if self.eval_history else {}
 
+  def images_per_second(self, batch_size: int) -> float:
+    """Training images per second of training time; NaN (not a division by zero) if
+    no training time was recorded."""
+    if self.train_seconds <= 0:
+      return float('nan')
+    return int(self.state.step) * batch_size / self.train_seconds
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+
+class NonFiniteLossError(UserError, FloatingPointError):
+  """The loss diverged (lower the learning rate); the last good checkpoint is kept."""
 
 
 class _PreemptionFlag:
@@ -115,7 +126,7 @@ def _with_compute_dtype(model: nn.Module, compute_dtype: Optional[str]) -> nn.Mo
   if not compute_dtype:
     return model
   if 'dtype' not in {f.name for f in dataclasses.fields(model)}:
-    raise ValueError(f'config.compute_dtype={compute_dtype!r}: model '
+    raise ConfigError(f'config.compute_dtype={compute_dtype!r}: model '
                      f'{type(model).__name__} has no `dtype` field to set; add one '
                      '(see models/cnn.py) or leave compute_dtype empty.')
   return model.clone(dtype=jnp.dtype(compute_dtype))
@@ -139,39 +150,13 @@ def _check_labels(batch: Mapping[str, np.ndarray], num_classes: int, step: int,
 def _create_state(model: nn.Module, tx, input_shape: tuple[int, ...], seed: int,
                   mesh, init_fn=None) -> TrainState:
   """Initialises the state directly replicated over the mesh (every process agrees)."""
-  return jax.jit(lambda: create_train_state(model, tx, input_shape, jax.random.PRNGKey(seed),
-                                            init_fn),
-                 out_shardings=mesh_lib.replicated(mesh))()
-
-
-def _progress_path(workdir: str) -> str:
-  return os.path.join(workdir, 'progress.json')
-
-
-def _load_progress(workdir: str, step: int) -> dict[str, Any]:
-  """Training seconds and eval history recorded with the checkpoint at `step`."""
   try:
-    with open(_progress_path(workdir)) as f:
-      progress = json.load(f)
-  except FileNotFoundError:
-    return {'train_seconds': 0.0, 'eval_history': []}
-  history = [e for e in progress.get('eval_history', []) if e['step'] <= step]
-  return {'train_seconds': progress.get('by_step', {}).get(str(step), 0.0),
-          'eval_history': history}
-
-
-def _save_progress(workdir: str, step: int, train_seconds: float, history: list) -> None:
-  path = _progress_path(workdir)
-  try:
-    with open(path) as f:
-      by_step = json.load(f).get('by_step', {})
-  except FileNotFoundError:
-    by_step = {}
-  by_step[str(step)] = train_seconds
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump({'by_step': by_step, 'eval_history': history}, f, indent=1)
-  os.replace(tmp, path)  # atomic: a kill here leaves the old file
+    return jax.jit(lambda: create_train_state(model, tx, input_shape,
+                                              jax.random.PRNGKey(seed), init_fn),
+                   out_shardings=mesh_lib.replicated(mesh))()
+  except ValueError as e:  # a model's own shape check, or init_fn's (e.g. a weights file)
+    raise ConfigError(f'model {type(model).__name__} could not be initialised for the '
+                      f'training images {list(input_shape[1:])}: {e}') from e
 
 
 def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Module,
@@ -193,14 +178,15 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   `init_fn` (train.state.create_train_state) sets the starting variables, e.g. ImageNet
   weights; a resumed run still calls it for the restore template, then restores.
   """
+  config_check.check_config(config)
   distributed.initialize(config.get('distributed'))
   mesh = mesh_lib.make_mesh(devices)
   is_main = distributed.is_main_process()
   batch_size = config['batch_size']
   steps_per_epoch = train_source.num_examples // batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'config.batch_size={batch_size} is larger than the training set '
-                     f'({train_source.num_examples} examples).')
+    raise ConfigError(f'config.batch_size={batch_size} is larger than the training set '
+                      f'({train_source.num_examples} examples).')
   mesh_lib.check_batch_size(batch_size, mesh)
   shard_index, num_shards = mesh_lib.local_rows(batch_size, mesh)
   eval_batch_size = mesh_lib.round_up_to_devices(config['eval_batch_size'], mesh)
@@ -214,13 +200,26 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   state = _create_state(model, tx, (1,) + tuple(train_source.image_shape), config['seed'],
                         mesh, init_fn)
 
+  # What defines this run, saved with every checkpoint and compared on resume.
+  run = run_record.describe(config, train_examples=train_source.num_examples,
+                            image_shape=train_source.image_shape,
+                            class_names=train_source.class_names, state=state)
+  allow_change = bool(config.get('allow_config_change', False))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  progress = {'train_seconds': 0.0, 'eval_history': []}
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
-    progress = _load_progress(workdir, int(state.step))
+  restored = ckpt.restore_newest(state, lambda saved, saved_step: run_record.check_resume(
+      saved, run, ckpt.directory, saved_step, allow_change))
+  progress = {'train_seconds': 0.0, 'eval_history': [], 'seconds_by_step': {}}
+  config_changes: list[dict[str, Any]] = []
+  if restored is not None:
+    state, progress = restored.state, restored.record['progress']
+    config_changes = restored.record.get('config_changes', [])
+    changed = run_record.check_resume(restored.record, run, ckpt.directory, restored.step,
+                                      allow_change=True)
+    if changed:
+      config_changes.append({'step': restored.step, 'changed': changed})
     if is_main:
-      print(f'resuming from the checkpoint at step {int(state.step)} in {workdir}',
+      print(f'resuming from the checkpoint at step {restored.step} in {workdir}'
+            + (f' under a changed config (allowed): {"; ".join(changed)}' if changed else ''),
             file=sys.stderr)
 
   replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
@@ -235,6 +234,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   log_every = config.get('log_every_steps', 100)
   history = progress['eval_history']
   train_seconds = progress['train_seconds']
+  seconds_by_step = {int(k): v for k, v in progress['seconds_by_step'].items()}
   compile_seconds = 0.0
   step = int(state.step)
   stop_at = total_steps if max_steps is None else min(max_steps, total_steps)
@@ -271,9 +271,11 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
     bar.set_postfix(loss=f'{means["loss"]:.4f}')
 
   def save():
-    ckpt.save(state)  # every process: orbax writes collectively
-    if is_main:
-      _save_progress(workdir, step, train_seconds, history)
+    # The progress is part of the checkpoint: one commit, never out of step with it.
+    seconds_by_step[step] = train_seconds
+    ckpt.save(state, {**run, 'config_changes': config_changes, 'progress': {
+        'step': step, 'train_seconds': train_seconds, 'eval_history': history,
+        'seconds_by_step': {str(k): v for k, v in seconds_by_step.items()}}})
 
   pending: list[dict] = []
   preempted = False
@@ -324,4 +326,5 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   return TrainResult(state=mesh_lib.to_local(state), eval_history=history,
                      train_seconds=train_seconds, compile_seconds=compile_seconds,
                      steps_per_epoch=steps_per_epoch,
-                     num_params=count_params(state.params), preempted=preempted)
+                     num_params=count_params(state.params), preempted=preempted,
+                     seconds_by_step=seconds_by_step, config_changes=config_changes)

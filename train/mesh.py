@@ -18,6 +18,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -45,7 +47,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, field: str = 'config.batch_siz
   n = num_devices(mesh)
   if batch_size % n:
     processes = len({d.process_index for d in mesh.devices.flat})
-    raise ValueError(
+    raise ConfigError(
         f'{field}={batch_size} is not divisible by the {n} devices of the data-parallel '
         f'mesh ({processes} process(es)); use a multiple of {n}, e.g. '
         f'{max(n, batch_size // n * n)} or {(batch_size // n + 1) * n}.')

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,6 +23,15 @@ class MetricWriter:
     if enabled:
       os.makedirs(workdir, exist_ok=True)
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      self._end_a_torn_line()
+
+  def _end_a_torn_line(self) -> None:
+    """A previous run cut short mid-line: start on a new line, so only that line is lost."""
+    if os.path.exists(self.jsonl_path) and os.path.getsize(self.jsonl_path):
+      with open(self.jsonl_path, 'rb+') as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b'\n':
+          f.write(b'\n')
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -36,12 +46,21 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> dict[str, list[tuple[int, float]]]:
-  """{name: [(step, value), ...]} sorted by step, the last write of a step winning."""
+  """{name: [(step, value), ...]} sorted by step, the last write of a step winning.
+
+  A line cut short (power loss or a full disk mid-append; the next run appends after
+  it) is skipped with a warning: the report loses one logging interval, not the run.
+  """
   path = os.path.join(workdir, 'metrics.jsonl')
   by_name: dict[str, dict[int, float]] = {}
   with open(path) as f:
-    for line in f:
-      record = json.loads(line)
+    for number, line in enumerate(f, 1):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        print(f'warning: {path} line {number} is not complete JSON (a write cut short); '
+              'skipped.', file=sys.stderr)
+        continue
       step = record.pop('step')
       for name, value in record.items():
         by_name.setdefault(name, {})[step] = value

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+OPTIMIZER_NAMES = ('adamw', 'sgd', 'nesterov')
+
 
 def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int,
                            end_lr_fraction: float = 0.0) -> optax.Schedule:
@@ -62,7 +64,8 @@ def build_optimizer(opt_config: Mapping[str, Any],
         optax.add_decayed_weights(weight_decay, mask=_decay_mask),
         optax.sgd(schedule, momentum=cfg.get('momentum', 0.9), nesterov=name == 'nesterov'))
   else:
-    raise ValueError(f"config.optimizer.name={name!r}; expected 'adamw', 'sgd' or 'nesterov'.")
+    raise ValueError(f'config.optimizer.name={name!r}; expected one of '
+                     f'{", ".join(OPTIMIZER_NAMES)}.')
   if cfg.get('grad_clip_norm'):
     tx = optax.chain(optax.clip_by_global_norm(cfg['grad_clip_norm']), tx)
   return tx, schedule

@@ -1,5 +1,4 @@
 """The CIFAR-10 experiment: flip averaging, configs, and one tiny end-to-end run."""
-import json
 import os
 
 import chex
@@ -81,15 +80,14 @@ def test_config_variants():
     cifar10.get_config('tpu')
 
 
-def test_time_to_target_reads_training_seconds_of_the_first_good_eval(tmp_path):
+def test_time_to_target_reads_training_seconds_of_the_first_good_eval():
   from benchmarks import cifar10_speed  # pylint: disable=g-import-not-at-top
-  with open(tmp_path / 'progress.json', 'w') as f:
-    json.dump({'by_step': {'10': 1.5, '20': 3.0, '30': 4.5}}, f)
+  seconds_by_step = {10: 1.5, 20: 3.0, 30: 4.5}
   history = [{'step': 10, 'epoch': 1, 'accuracy': 0.5},
              {'step': 20, 'epoch': 2, 'accuracy': 0.95},
              {'step': 30, 'epoch': 3, 'accuracy': 0.96}]
-  assert cifar10_speed.time_to_target(str(tmp_path), history, 0.94) == (3.0, 2)
-  assert cifar10_speed.time_to_target(str(tmp_path), history, 0.99) is None
+  assert cifar10_speed.time_to_target(seconds_by_step, history, 0.94) == (3.0, 2)
+  assert cifar10_speed.time_to_target(seconds_by_step, history, 0.99) is None
 
 
 def test_tiny_end_to_end_run_writes_the_report(tmp_path):

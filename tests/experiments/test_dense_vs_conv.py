@@ -1,5 +1,4 @@
 """End to end: the main experiment on the real Fashion-MNIST files, shrunk."""
-import json
 import os
 import signal
 import subprocess
@@ -69,7 +68,9 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
                          capture_output=True, text=True, timeout=900)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert 'resuming from the checkpoint at step' in rerun.stderr
+  from train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   for model in ('mlp', 'cnn'):
-    whole = json.load(open(tmp_path / 'whole' / model / 'progress.json'))['eval_history']
-    resumed = json.load(open(killed / model / 'progress.json'))['eval_history']
-    assert resumed == whole, model
+    whole, resumed = (Checkpointer(str(run / model / 'checkpoints')).newest_record()
+                      for run in (tmp_path / 'whole', killed))
+    assert resumed[0] == whole[0] == 24, model
+    assert resumed[1]['progress']['eval_history'] == whole[1]['progress']['eval_history']

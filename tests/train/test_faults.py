@@ -1,7 +1,8 @@
 """Faults end to end, in subprocesses: preemption (SIGTERM) and a crash mid-checkpoint.
 
 Run as a script this file is the worker:
-  `python tests/train/test_faults.py train WORKDIR OUT.npz`  (the loop, tiny CNN)
+  `python tests/train/test_faults.py train WORKDIR OUT.npz [KILL_AFTER_SAVE_AT_STEP]`
+      (the loop, tiny CNN; optionally SIGKILLs itself right after that checkpoint)
   `python tests/train/test_faults.py save DIRECTORY`         (checkpoints, forever)
 """
 import json
@@ -33,7 +34,22 @@ def _command(*args):
   return [sys.executable, os.path.abspath(__file__), *map(str, args)]
 
 
-def _train_worker(workdir, out):
+def _kill_after_save_at(step):
+  """SIGKILL this process as soon as the checkpoint of `step` is committed."""
+  from train import checkpoint  # pylint: disable=g-import-not-at-top
+  save = checkpoint.Checkpointer.save
+
+  def save_then_die(self, state, *args, **kwargs):
+    save(self, state, *args, **kwargs)
+    if int(state.step) == step:
+      os.kill(os.getpid(), signal.SIGKILL)
+
+  checkpoint.Checkpointer.save = save_then_die
+
+
+def _train_worker(workdir, out, kill_after_save_at=None):
+  if kill_after_save_at is not None:
+    _kill_after_save_at(int(kill_after_save_at))
   import ml_collections  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data import pipeline  # pylint: disable=g-import-not-at-top
@@ -59,7 +75,9 @@ def _train_worker(workdir, out):
       preprocess_fn=lambda f: pipeline.normalize_image(f, 0.5, 0.3))
   np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in
                    jax.tree_util.tree_leaves_with_path(result.state.params)})
-  print(json.dumps({'preempted': result.preempted, 'step': int(result.state.step)}))
+  print(json.dumps({'preempted': result.preempted, 'step': int(result.state.step),
+                    'train_seconds': result.train_seconds,
+                    'eval_history': result.eval_history}))
 
 
 def _big_state(step):
@@ -78,7 +96,7 @@ def _save_worker(directory):
   from train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   ckpt = Checkpointer(directory)
   for step in range(1, 10_000):
-    ckpt.save(_big_state(step))
+    ckpt.save(_big_state(step), {'step': step})
     print(step, flush=True)
 
 
@@ -130,8 +148,28 @@ def test_sigterm_saves_at_a_step_boundary_and_the_resumed_run_matches(tmp_path):
   resumed, stderr = _run_to_end(workdir, tmp_path / 'resumed.npz')
   assert f'resuming from the checkpoint at step {first["step"]}' in stderr
   whole, _ = _run_to_end(tmp_path / 'whole', tmp_path / 'whole.npz')
-  assert resumed == whole == {'preempted': False, 'step': 300}
+  keys = ('preempted', 'step', 'eval_history')
+  assert [resumed[k] for k in keys] == [whole[k] for k in keys]
+  assert (resumed['preempted'], resumed['step']) == (False, 300)
   chex.assert_trees_all_equal(dict(np.load(tmp_path / 'resumed.npz')),
+                              dict(np.load(tmp_path / 'whole.npz')))
+
+
+@pytest.mark.slow  # three training subprocesses
+def test_sigkill_right_after_the_last_checkpoint_loses_no_progress(tmp_path):
+  """Killed the moment the last checkpoint is committed: the rerun trains nothing more
+  and still reports the training time and the final evaluation of the killed run."""
+  workdir = tmp_path / 'killed'
+  killed = subprocess.run(_command('train', workdir, tmp_path / 'killed.npz', 300), env=_env(),
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert _checkpoint_steps(workdir / 'checkpoints')[-1] == 300
+  rerun, stderr = _run_to_end(workdir, tmp_path / 'rerun.npz')
+  assert 'resuming from the checkpoint at step 300' in stderr
+  whole, _ = _run_to_end(tmp_path / 'whole', tmp_path / 'whole.npz')
+  assert rerun['step'] == 300 and rerun['train_seconds'] > 0
+  assert rerun['eval_history'] == whole['eval_history'] and len(whole['eval_history']) == 1
+  chex.assert_trees_all_equal(dict(np.load(tmp_path / 'rerun.npz')),
                               dict(np.load(tmp_path / 'whole.npz')))
 
 
@@ -166,11 +204,11 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_restorable(t
   latest = ckpt.latest_step()
   # (<=: the commit may win the race between seeing the temporary directory and the kill)
   assert latest is not None and latest <= int(in_flight.split('.')[0]), (latest, in_flight)
-  restored = ckpt.restore(_big_state(0))
+  restored = ckpt.restore_newest(_big_state(0)).state
   assert int(restored.step) == latest
   for leaf in jax.tree_util.tree_leaves((restored.params, restored.opt_state)):
     np.testing.assert_array_equal(leaf, latest)
-  ckpt.save(_big_state(latest + 1))  # the directory is still usable
+  ckpt.save(_big_state(latest + 1), {})  # the directory is still usable
   assert ckpt.latest_step() == latest + 1
   ckpt.close()
 
@@ -197,6 +235,6 @@ def test_an_out_of_range_label_in_the_files_names_the_file_and_example(tmp_path)
 
 if __name__ == '__main__':
   if sys.argv[1] == 'train':
-    _train_worker(sys.argv[2], sys.argv[3])
+    _train_worker(*sys.argv[2:])
   else:
     _save_worker(sys.argv[2])

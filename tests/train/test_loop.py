@@ -72,7 +72,7 @@ def test_rerun_of_a_finished_run_trains_no_further(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   good = _run(tmp_path, _config(num_epochs=1))
-  config = _config(num_epochs=3)
+  config = _config(num_epochs=3, allow_config_change=True)
   config.optimizer.learning_rate = 1e30  # the resumed run diverges at once
   with pytest.raises(NonFiniteLossError, match='non-finite training loss .* up to step 9'):
     _run(tmp_path, config)
