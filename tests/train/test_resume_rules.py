@@ -151,8 +151,8 @@ def test_an_image_size_the_model_cannot_take_is_a_config_error(tmp_path):
   images = np.zeros((8, 30, 30, 3), np.uint8)
   source = Source(tf.data.Dataset.from_tensor_slices({'image': images}), 8, ('bg', 'a'),
                   (30, 30, 3))
-  with pytest.raises(ConfigError, match=r'model MaskRCNN could not be initialised for the training images '
-                     r'\[30, 30, 3\]: .*must be a multiple of the coarsest stride 8'):
+  with pytest.raises(ConfigError, match=r'model MaskRCNN could not be initialised for the '
+                     r'training images \[30, 30, 3\]: .*must be a multiple of the coarsest stride 8'):
     train_and_evaluate(_config(batch_size=4), str(tmp_path),
                        model=MaskRCNN(num_classes=1, stage_widths=(8, 8, 8)),
                        train_source=source, eval_source=source, task=instance_task(0.5, 0.25))
