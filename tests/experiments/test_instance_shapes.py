@@ -14,7 +14,7 @@ def test_config_variants():
   assert config.data.synthetic.seed != config.data.synthetic.val_seed  # held-out images
   with pytest.raises(ValueError, match='shapes or runlocal'):
     instance_shapes.get_config('cityscapes')
-  with pytest.raises(ValueError, match='coco128 or runlocal'):
+  with pytest.raises(ValueError, match='coco128, runlocal or coco_r50fpn'):
     instance_coco.get_config('lvis')
 
 
