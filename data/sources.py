@@ -30,7 +30,7 @@ def build_source(data_config: Mapping[str, Any], split: str) -> Source:
   """Builds `data_config['source']` for `split`; other fields are its keyword arguments."""
   # Imported here so every source registers itself before the lookup.
   from data import (cifar10, coco, coco_tfds, fashion_mnist, image_folder,  # noqa: F401
-                    oxford_pet, seg_folder, shapes)
+                    instance_labels, oxford_pet, seg_folder, shapes)
   kwargs = dict(data_config)
   name = kwargs.pop('source')
   return SOURCES.get(name)(split=split, **kwargs)
