@@ -29,7 +29,7 @@ class Source:
 def registered_sources() -> Registry:
   """SOURCES with every source module imported (each registers itself on import)."""
   from data import (cifar10, coco, coco_tfds, fashion_mnist, image_folder,  # noqa: F401
-                    oxford_pet, seg_folder, shapes)
+                    instance_labels, oxford_pet, seg_folder, shapes)
   return SOURCES
 
 

@@ -221,12 +221,20 @@ def per_category_ap(coco_eval: COCOeval) -> dict[str, float]:
 
 def evaluate_report(annotations: str | os.PathLike | COCO, results: list[dict],
                     iou_types: Sequence[str] = ('bbox', 'segm'),
-                    image_ids: Sequence[int] | None = None) -> CocoReport:
+                    image_ids: Sequence[int] | None = None,
+                    max_dets: Sequence[int] | None = None) -> CocoReport:
   """Runs COCOeval per iou type ('bbox', 'segm') on `image_ids` (None: all GT images).
 
   annotations: a COCO instances JSON path or a loaded COCO. COCOeval's printing is
   captured into `summaries`. Empty results score 0 wherever ground truth exists.
+  max_dets: three increasing detection limits for `params.maxDets` (None: COCO's
+  [1, 10, 100]); every AP uses the last (`AP` recomputed there: COCOeval's summary
+  takes it at 100), and the stats named AR1, AR10, AR100 are then the recalls at these
+  three limits.
   """
+  if max_dets is not None and (len(max_dets) != 3 or list(max_dets) != sorted(max_dets)):
+    raise ValueError(f'train/coco_eval.py: max_dets is {list(max_dets)}; expected three '
+                     'increasing limits, e.g. [1, 100, 400] (COCOeval.summarize reads three).')
   coco_gt = _load_ground_truth(annotations)
   metrics, summaries, per_category = {}, {}, {}
   for iou_type in iou_types:
@@ -241,11 +249,20 @@ def evaluate_report(annotations: str | os.PathLike | COCO, results: list[dict],
       coco_eval = COCOeval(coco_gt, _load_results(coco_gt, results, iou_type), iou_type)
       if image_ids is not None:
         coco_eval.params.imgIds = sorted(int(i) for i in image_ids)
+      if max_dets is not None:
+        coco_eval.params.maxDets = [int(m) for m in max_dets]
       coco_eval.evaluate()
       coco_eval.accumulate()
       summary = io.StringIO()
       with contextlib.redirect_stdout(summary):
         coco_eval.summarize()
+        if max_dets is not None and max_dets[-1] != 100:
+          # summarize() takes AP@[.5:.95] at 100 detections whatever maxDets says; every
+          # other AP uses the last limit. Recompute it there, as COCOeval would print it.
+          precision = coco_eval.eval['precision'][:, :, :, 0, -1]
+          coco_eval.stats[0] = precision[precision > -1].mean() if (precision > -1).any() else -1
+          print(f' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | '
+                f'maxDets={max_dets[-1]:>3d} ] = {coco_eval.stats[0]:0.3f}  (AP above)')
     metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)}
     summaries[iou_type] = summary.getvalue()
     per_category[iou_type] = per_category_ap(coco_eval)
@@ -254,9 +271,10 @@ def evaluate_report(annotations: str | os.PathLike | COCO, results: list[dict],
 
 def evaluate(annotations: str | os.PathLike | COCO, results: list[dict],
              iou_types: Sequence[str] = ('bbox', 'segm'),
-             image_ids: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
+             image_ids: Sequence[int] | None = None,
+             max_dets: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
   """iou type -> {'AP', 'AP50', ..., 'ARl'}: `evaluate_report(...).metrics`."""
-  return evaluate_report(annotations, results, iou_types, image_ids).metrics
+  return evaluate_report(annotations, results, iou_types, image_ids, max_dets).metrics
 
 
 def format_table(metrics: Mapping[str, Mapping[str, float]],

@@ -3,13 +3,17 @@
 Runs the model's inference on every example once (padded batches with `valid` flags,
 one compilation), turns the detections into COCO results in the original images'
 coordinates and category ids (train/coco_eval.py), and scores them with pycocotools'
-COCOeval against the source's own annotation file. `resize_ceiling` scores the source's
-own targets the same way: the best a model can reach at that image size.
+COCOeval against the source's ground truth: `metadata['ground_truth']` (an in-memory
+COCO, e.g. data/instance_labels.py) or else its annotation file. `resize_ceiling` scores
+the source's own targets the same way: the best a model can reach at that image size.
+`predict_coco` converts batch by batch and keeps only the COCO results: for many
+detections per image (400 pasted 256 x 256 masks are 105 MB an image) stacking every
+image's masks as `predict_source` does would not fit in memory.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -44,18 +48,59 @@ def predict_source(state: TrainState, source: Source, *, batch_size: int,
   return {k: np.concatenate(v) for k, v in collected.items()}
 
 
-def coco_metrics(predictions: Mapping[str, np.ndarray], source: Source,
-                 iou_types=('bbox', 'segm')) -> dict[str, Any]:
-  """COCOeval of `predict_source`'s output against the source's annotation file."""
-  results = coco_eval.detections_to_coco(
-      {k: predictions[k] for k in DETECTION_KEYS}, predictions['image_id'],
-      predictions['resized_size'], predictions['original_size'],
+def _to_coco(predictions: Mapping[str, np.ndarray], source: Source) -> list[dict]:
+  return coco_eval.detections_to_coco(
+      {k: predictions[k] for k in DETECTION_KEYS if k in predictions},
+      predictions['image_id'], predictions['resized_size'], predictions['original_size'],
       source.metadata['category_ids'])
-  report = coco_eval.evaluate_report(source.metadata['annotation_file'], results,
-                                     iou_types=iou_types,
-                                     image_ids=[int(i) for i in predictions['image_id']])
+
+
+def predict_coco(state: TrainState, source: Source, *, batch_size: int,
+                 inputs_fn: steps.InputsFn, keep: int = 0
+                 ) -> tuple[list[dict], list[int], dict[str, np.ndarray]]:
+  """(COCO results, image ids, detections of the first `keep` examples) of the whole
+  source, converted batch by batch (module docstring)."""
+  results, image_ids, kept = [], [], {}
+  for batch in pipeline.as_numpy(pipeline.eval_batches(source.dataset, batch_size=batch_size)):
+    outputs = jax.device_get(_predict(state, batch, inputs_fn))
+    real = np.asarray(batch['valid'])
+    predictions = {**{k: np.asarray(outputs[k])[real] for k in DETECTION_KEYS},
+                   **{k: np.asarray(batch[k])[real] for k in IMAGE_KEYS}}
+    results += _to_coco(predictions, source)
+    image_ids += [int(i) for i in predictions['image_id']]
+    missing = keep - len(kept.get('image_id', ()))
+    if missing > 0:
+      for k, v in predictions.items():
+        kept[k] = np.concatenate([kept[k], v[:missing]]) if k in kept else v[:missing]
+  return results, image_ids, kept
+
+
+def score_results(results: list[dict], source: Source, image_ids: Sequence[int],
+                  iou_types: Sequence[str] = ('bbox', 'segm'),
+                  max_dets: Sequence[int] | None = None) -> dict[str, Any]:
+  """COCOeval of COCO `results` on `image_ids` against the source's ground truth.
+
+  max_dets: COCOeval's `params.maxDets` (default [1, 10, 100]); AP and AP50 use the
+  last entry, so raise it where an image holds more than 100 objects.
+  """
+  report = coco_eval.evaluate_report(_ground_truth(source), results, iou_types=iou_types,
+                                     image_ids=image_ids, max_dets=max_dets)
   return {'metrics': report.metrics, 'summaries': report.summaries,
           'per_category_ap': report.per_category_ap, 'num_results': len(results)}
+
+
+def coco_metrics(predictions: Mapping[str, np.ndarray], source: Source,
+                 iou_types=('bbox', 'segm'), max_dets: Sequence[int] | None = None
+                 ) -> dict[str, Any]:
+  """COCOeval of `predict_source`'s output against the source's ground truth."""
+  return score_results(_to_coco(predictions, source), source,
+                       [int(i) for i in predictions['image_id']], iou_types, max_dets)
+
+
+def _ground_truth(source: Source):
+  """The source's in-memory COCO ground truth, or else its annotation file."""
+  return (source.metadata['ground_truth'] if 'ground_truth' in source.metadata
+          else source.metadata['annotation_file'])
 
 
 def resize_ceiling(source: Source, iou_types=('bbox', 'segm'), batch_size: int = 8
@@ -71,5 +116,5 @@ def resize_ceiling(source: Source, iou_types=('bbox', 'segm'), batch_size: int =
   for batch in source.dataset.batch(batch_size).as_numpy_iterator():
     results += coco_eval.ground_truth_results(batch, source.metadata['category_ids'])
     image_ids += [int(i) for i in batch['image_id']]
-  return coco_eval.evaluate(source.metadata['annotation_file'], results, iou_types=iou_types,
+  return coco_eval.evaluate(_ground_truth(source), results, iou_types=iou_types,
                             image_ids=image_ids)

@@ -5,8 +5,8 @@
   box deltas [K, 4] relative to the RoI (weights models/mask_rcnn/targets.py:
   ROI_BOX_WEIGHTS).
 - `MaskHead` (He et al. 2017): four 3x3 convs on the 14 x 14 RoI features, a 2x2
-  stride-2 transposed conv and a 1x1 conv to K mask logits of 28 x 28; only the channel
-  of the RoI's class is used (no competition between classes).
+  stride-2 transposed conv (`Upsample2x`) and a 1x1 conv to K mask logits of 28 x 28;
+  only the channel of the RoI's class is used (no competition between classes).
 Both compute in `dtype` (e.g. bfloat16) and return float32: the softmax scores, box
 decoding, mask sigmoid and the losses that follow stay in float32.
 """
@@ -37,6 +37,28 @@ class BoxHead(nn.Module):
             box_deltas.astype(jnp.float32).reshape(-1, self.num_classes, 4))
 
 
+class Upsample2x(nn.Module):
+  """A 2x2 stride-2 transposed conv, [M, H, W, C] -> [M, 2H, 2W, features], as one matmul.
+
+  Equal to `nn.ConvTranspose(features, (2, 2), strides=(2, 2))` (same parameter names,
+  shapes and initialisers, so the same values from the same key): with a 2x2 kernel
+  at stride 2 each input pixel writes its own 2x2 output block, which is an einsum and
+  a reshape. Its gradient is a matmul too; XLA:CPU's gradient of the strided
+  transposed conv was 50x slower (12.9 s vs 0.25 s forward for 256 RoIs of 14 x 14 x 64).
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (2, 2, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    batch, height, width = x.shape[:3]
+    # flax's ConvTranspose (transpose_kernel=False) applies the kernel flipped.
+    y = jnp.einsum('mhwc,ijcd->mhiwjd', x, kernel[::-1, ::-1].astype(x.dtype))
+    return y.reshape(batch, 2 * height, 2 * width, self.features) + bias.astype(x.dtype)
+
+
 class MaskHead(nn.Module):
   """[M, 14, 14, C] RoI features -> mask logits [M, 28, 28, K]."""
   num_classes: int
@@ -50,8 +72,7 @@ class MaskHead(nn.Module):
     for i in range(self.num_convs):
       x = nn.relu(nn.Conv(self.width, (3, 3), padding='SAME', dtype=self.dtype,
                           name=f'conv{i}')(x))
-    x = nn.relu(nn.ConvTranspose(self.width, (2, 2), strides=(2, 2), dtype=self.dtype,
-                                 name='upsample')(x))
+    x = nn.relu(Upsample2x(self.width, name='upsample')(x))
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
                    name='mask_logits')(x).astype(jnp.float32)
 

@@ -1,6 +1,8 @@
 """COCO evaluation: ground truth fed back as detections scores AP 1 (also through a
 resize + pad, which proves the coordinate mapping), wrong or missing detections score
 less, and the conversion matches hand-computed boxes and an independent resize."""
+import contextlib
+import io
 import json
 import os
 
@@ -8,6 +10,7 @@ import chex
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from PIL import Image
 
@@ -290,3 +293,25 @@ def test_resize_ceiling_is_one_without_a_resize_and_lower_after_one(odd_set, ann
   small = instance_eval.resize_ceiling(_odd_source(odd_set, (64, 64)), iou_types=('segm',))
   large = instance_eval.resize_ceiling(_odd_source(odd_set, (512, 512)), iou_types=('segm',))
   assert small['segm']['AP'] < large['segm']['AP'] <= 1.0
+
+
+def test_max_dets_beyond_100_counts_every_object_of_a_crowded_image():
+  # 150 one-pixel-apart boxes on one image, each detected exactly: with COCO's default
+  # maxDets (100) only two thirds can match; with [1, 100, 400] all do.
+  truth = COCO()
+  boxes = [[float(3 * (k % 15)), float(3 * (k // 15)), 2.0, 2.0] for k in range(150)]
+  truth.dataset = {
+      'images': [{'id': 1, 'height': 40, 'width': 50}],
+      'categories': [{'id': 1, 'name': 'dot'}],
+      'annotations': [{'id': k + 1, 'image_id': 1, 'category_id': 1, 'bbox': box,
+                       'area': 4.0, 'iscrowd': 0} for k, box in enumerate(boxes)]}
+  with contextlib.redirect_stdout(io.StringIO()):
+    truth.createIndex()
+  results = [{'image_id': 1, 'category_id': 1, 'bbox': box, 'score': 1.0 - k / 1000}
+             for k, box in enumerate(boxes)]
+  default = coco_eval.evaluate(truth, results, iou_types=('bbox',))['bbox']
+  wide = coco_eval.evaluate(truth, results, iou_types=('bbox',), max_dets=(1, 100, 400))
+  assert default['AP50'] < 0.7
+  assert wide['bbox']['AP50'] == pytest.approx(1.0) and wide['bbox']['AR100'] == 1.0
+  with pytest.raises(ValueError, match='three increasing'):
+    coco_eval.evaluate(truth, results, max_dets=(400, 100))
