@@ -24,6 +24,7 @@ import gc
 import hashlib
 import os
 import sys
+import traceback
 import warnings
 from typing import Any, Callable, Optional
 
@@ -66,16 +67,37 @@ def state_checksum(tree: Any) -> str:
   return digest.hexdigest()
 
 
+def _ignore_reads_finishing_late() -> None:
+  """Reads abandoned by a failed restore may finish after orbax closed their event loop;
+  TensorStore then prints 'RuntimeError: Event loop is closed' with a traceback, from
+  its own threads, at any later time. Installed once a restore failed: drops exactly
+  that error, passes everything else on."""
+  previous = sys.excepthook
+  if getattr(previous, 'redconv_late_reads', False):
+    return
+
+  def hook(kind, value, tb):
+    frames = traceback.extract_tb(tb)
+    if (kind is RuntimeError and str(value) == 'Event loop is closed' and frames
+        and frames[-1].name == '_check_closed'):
+      return
+    previous(kind, value, tb)
+
+  hook.redconv_late_reads = True
+  sys.excepthook = hook
+
+
 @contextlib.contextmanager
-def _reading_a_step():
+def _quiet_abandoned_reads():
   """A failed TensorStore read leaves orbax's other read coroutines pending; when they
-  are collected each prints a ~60-line 'Exception ignored' TensorStore spec. Collect
-  them here, quietly: the failure itself is reported once, as a warning."""
+  are freed each prints a ~60-line 'Exception ignored' TensorStore spec. While looking
+  for a checkpoint that restores, free them quietly: each failure is reported once, as
+  a warning line."""
+  previous = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
   try:
     yield
   finally:
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
     try:
       with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # "coroutine ... never awaited"
@@ -179,6 +201,10 @@ class Checkpointer:
     skipped. Corrupt steps are moved aside with a warning; if none restores, raises
     `CheckpointError` naming the directory.
     """
+    with _quiet_abandoned_reads():
+      return self._restore_newest(template, check)
+
+  def _restore_newest(self, template, check) -> Optional[Restored]:
     skipped = []
     for step in reversed(self.all_steps()):
       try:
@@ -190,8 +216,7 @@ class Checkpointer:
         continue
       check(record, step)
       try:
-        with _reading_a_step():
-          state = self._restore_state(template, step, record)
+        state = self._restore_state(template, step, record)
       except Exception as e:  # pylint: disable=broad-except
         skipped.append(self._skip(step, e))
         continue
@@ -218,6 +243,7 @@ class Checkpointer:
   def _skip(self, step: int, error: BaseException) -> str:
     """Moves a corrupt step out of the way (so it is never resumed, and the step can be
     saved again) and warns; returns the reason for the summary."""
+    _ignore_reads_finishing_late()
     path = self.step_path(step)
     aside = os.path.join(self._aside_directory(), str(step))
     suffix = 1

@@ -127,8 +127,8 @@ def _with_compute_dtype(model: nn.Module, compute_dtype: Optional[str]) -> nn.Mo
     return model
   if 'dtype' not in {f.name for f in dataclasses.fields(model)}:
     raise ConfigError(f'config.compute_dtype={compute_dtype!r}: model '
-                     f'{type(model).__name__} has no `dtype` field to set; add one '
-                     '(see models/cnn.py) or leave compute_dtype empty.')
+                      f'{type(model).__name__} has no `dtype` field to set; add one '
+                      '(see models/cnn.py) or leave compute_dtype empty.')
   return model.clone(dtype=jnp.dtype(compute_dtype))
 
 

@@ -2,6 +2,7 @@
 import glob
 import os
 import shutil
+import sys
 
 import chex
 import jax
@@ -96,15 +97,17 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, kind
   ckpt.close()
 
 
-def test_when_no_checkpoint_restores_one_error_names_the_directory(tmp_path):
+def test_when_no_checkpoint_restores_one_error_names_the_directory(tmp_path, capfd):
   _saved(tmp_path / 'ckpt').close()
-  for step in ('2', '3'):
-    _truncate(os.path.join(tmp_path, 'ckpt', step, 'state', '_METADATA'))
+  _truncate(os.path.join(tmp_path, 'ckpt', '3', 'state', '_METADATA'))
+  _truncate(_largest_data_file(os.path.join(tmp_path, 'ckpt', '2')))
   ckpt = Checkpointer(str(tmp_path / 'ckpt'))
   with pytest.raises(CheckpointError, match=f'no checkpoint in {tmp_path / "ckpt"} restores '
-                     r'\(step 3: JSONDecodeError.*; step 2: JSONDecodeError'):
+                     r'\(step 3: JSONDecodeError.*; step 2: ValueError: OUT_OF_RANGE: Error '
+                     'reading'):
     ckpt.restore_newest(_state(0))
   assert sorted(os.listdir(tmp_path / 'corrupt_checkpoints')) == ['2', '3']
+  assert capfd.readouterr().err.count('warning: skipping') == 2
 
 
 def test_a_check_that_raises_stops_without_skipping_anything(tmp_path):
@@ -156,3 +159,22 @@ def test_the_checksum_sees_a_single_changed_value():
   changed['a'][1, 2] = np.float32(1e-30)
   assert state_checksum(tree) != state_checksum(changed)
   assert state_checksum(tree) == state_checksum({k: v.copy() for k, v in tree.items()})
+
+
+def test_reads_abandoned_by_a_failed_restore_print_nothing_when_they_finish(monkeypatch):
+  """TensorStore threads finishing a read after orbax closed its event loop report
+  'Event loop is closed' through sys.excepthook: dropped; any other error passes."""
+  from train import checkpoint  # pylint: disable=g-import-not-at-top
+  seen = []
+  monkeypatch.setattr(sys, 'excepthook', lambda kind, value, tb: seen.append(kind))
+  checkpoint._ignore_reads_finishing_late()  # pylint: disable=protected-access
+
+  def _check_closed():  # the name asyncio's check has
+    raise RuntimeError('Event loop is closed')
+
+  for fail in (_check_closed, lambda: 1 / 0, lambda: _check_closed.no_such_attribute):
+    try:
+      fail()
+    except Exception as e:  # pylint: disable=broad-except
+      sys.excepthook(type(e), e, e.__traceback__)
+  assert seen == [ZeroDivisionError, AttributeError]
