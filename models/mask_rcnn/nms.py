@@ -4,10 +4,16 @@ Semantics are torchvision's `nms` / `batched_nms` (used by detectron2): boxes ar
 visited in descending score order and a kept box removes every later box whose IoU
 with it is strictly greater than `iou_threshold`. Equal scores keep the input order.
 
-Static shapes: the K inputs are sorted, their `[K, K]` IoU matrix is computed once,
-a `lax.fori_loop` over the K sorted boxes does the greedy pass, and the first
-`max_outputs` survivors in score order are returned as indices into the input with a
-validity mask. Callers batch it with `jax.vmap` over images.
+The greedy pass is parallel over boxes (no loop of one box per step): the K sorted
+boxes are cut into tiles of `_TILE`; the kept boxes of earlier tiles suppress a tile
+in one step, then a fixed-point iteration settles the tile (each step tests every box
+of the tile at once), as TF's `non_max_suppression_padded` does. The suppression
+matrix is bit-packed, 32 boxes per uint32 word, so each step reads K / 32 words per
+box. The kept set is exactly greedy NMS's (argued in `_settle_tile`), in at most
+K + K / `_TILE` steps and in practice a few per tile, where a `fori_loop` over the
+boxes took K serial steps. The first `max_outputs` survivors in score order are
+returned as indices into the input with a validity mask. Callers batch it with
+`jax.vmap` over images.
 """
 from __future__ import annotations
 
@@ -27,6 +33,103 @@ def _check_shapes(boxes_xyxy: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarr
     raise ValueError(f'nms.py: valid must be [K] = [{k}] bool, got {valid.shape}.')
 
 
+# Boxes per tile: the serial steps are about K / _TILE plus the suppression chains
+# inside tiles, and a step costs _TILE * K / 32 words. 256 was fastest on a CPU for
+# K = 1000 and 2000 (benchmarks/mask_rcnn_step.py --nms_only). A multiple of _BITS.
+_TILE = 256
+_BITS = 32
+
+
+def _pack_bits(bits: jnp.ndarray) -> jnp.ndarray:
+  """`[..., 32 * W]` bool -> `[..., W]` uint32; column `b * W + w` is bit b of word w.
+
+  Bits are taken from contiguous column slices (not 32 neighbours), so packing is an
+  elementwise OR that fuses with the IoU computation that feeds it.
+  """
+  num_words = bits.shape[-1] // _BITS
+  words = bits[..., :num_words].astype(jnp.uint32)
+  for b in range(1, _BITS):
+    words = words | (bits[..., b * num_words:(b + 1) * num_words].astype(jnp.uint32) << b)
+  return words
+
+
+def _hit(words: jnp.ndarray, packed_keep: jnp.ndarray) -> jnp.ndarray:
+  """`[..., W]` suppressor words, `[W]` kept words -> `[...]` "a kept box suppresses it"."""
+  return jnp.any((words & packed_keep) != 0, axis=-1)
+
+
+def _suppressors(boxes_a: jnp.ndarray, boxes_b: jnp.ndarray, index_a: jnp.ndarray,
+                 index_b: jnp.ndarray, groups_a: jnp.ndarray | None,
+                 groups_b: jnp.ndarray | None, iou_threshold: float) -> jnp.ndarray:
+  """`[..., N, M]` bool: box b (earlier in score order) would suppress box a."""
+  suppresses = pairwise_iou(boxes_a, boxes_b) > iou_threshold
+  suppresses = suppresses & (index_b[..., None, :] < index_a[..., :, None])
+  if groups_a is not None:
+    # Masking the IoU matrix is exact, unlike shifting boxes by group * extent (which
+    # loses float32 precision on large offsets) and gives the same kept set.
+    suppresses = suppresses & (groups_a[..., :, None] == groups_b[..., None, :])
+  return suppresses
+
+
+def _settle_tile(tile_words: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
+  """Greedy NMS inside one tile: `[T, T / 32]` packed suppressors, `[T]` bool -> `[T]`.
+
+  `candidates` are the tile's boxes that no kept box of an earlier tile suppresses.
+  Greedy NMS keeps box i iff it is a candidate and no kept box j < i of the tile
+  suppresses it: keep = F(keep) with F(x)[i] = candidates[i] & ~any_{j<i} S[i, j] x[j].
+  F(x)[i] reads only x[j] for j < i, so (induction on i) F has exactly one fixed point,
+  the greedy result, and iterating x <- F(x) from any start makes boxes 0..r-1 final
+  after r steps. The loop stops at the first x with F(x) = x: that x is the fixed
+  point, hence exactly greedy, after at most T + 1 steps (a chain of boxes that each
+  suppress the next) and a few in practice. Each step tests the whole tile at once.
+  """
+  def step(state):
+    keep, _ = state
+    new_keep = candidates & ~_hit(tile_words, _pack_bits(keep))
+    return new_keep, jnp.any(new_keep != keep)
+
+  keep, _ = jax.lax.while_loop(lambda state: state[1], step, (candidates, jnp.array(True)))
+  return keep
+
+
+def _greedy_keep(sorted_boxes: jnp.ndarray, candidates: jnp.ndarray,
+                 sorted_groups: jnp.ndarray | None, iou_threshold: float) -> jnp.ndarray:
+  """Greedy NMS of boxes already in visiting order: `[K, 4]`, `[K]` bool -> keep `[K]`."""
+  num_boxes = sorted_boxes.shape[0]
+  # Pad to whole tiles; padding boxes are never candidates.
+  tile = min(_TILE, -(-num_boxes // _BITS) * _BITS)
+  num_tiles = -(-num_boxes // tile)
+  pad = num_tiles * tile - num_boxes
+  sorted_boxes = jnp.pad(sorted_boxes, ((0, pad), (0, 0)))
+  candidates = jnp.pad(candidates, (0, pad))
+  if sorted_groups is not None:
+    sorted_groups = jnp.pad(sorted_groups, (0, pad))
+  index = jnp.arange(num_tiles * tile)
+  # Suppressors of every box among all boxes, for the kept boxes of earlier tiles...
+  words = _pack_bits(_suppressors(sorted_boxes, sorted_boxes, index, index, sorted_groups,
+                                  sorted_groups, iou_threshold))
+
+  # ...and among the boxes of its own tile, packed over the tile's columns.
+  def by_tile(x):
+    return None if x is None else x.reshape(num_tiles, tile, *x.shape[1:])
+
+  tile_boxes, tile_index, tile_groups = map(by_tile, (sorted_boxes, index, sorted_groups))
+  tile_words = _pack_bits(_suppressors(tile_boxes, tile_boxes, tile_index, tile_index,
+                                       tile_groups, tile_groups, iou_threshold))
+
+  def settle(t, keep):
+    # keep is final for the boxes of tiles before t: tiles are settled in order.
+    start = t * tile
+    earlier_kept = _pack_bits(keep & (index < start))
+    rows = jax.lax.dynamic_slice_in_dim(words, start, tile)
+    tile_candidates = jax.lax.dynamic_slice_in_dim(candidates, start, tile)
+    tile_candidates = tile_candidates & ~_hit(rows, earlier_kept)
+    return jax.lax.dynamic_update_slice_in_dim(
+        keep, _settle_tile(tile_words[t], tile_candidates), start, 0)
+
+  return jax.lax.fori_loop(0, num_tiles, settle, candidates)[:num_boxes]
+
+
 def _greedy_nms(boxes_xyxy: jnp.ndarray, scores: jnp.ndarray, groups: jnp.ndarray | None,
                 iou_threshold: float, max_outputs: int, valid: jnp.ndarray | None
                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -37,23 +140,10 @@ def _greedy_nms(boxes_xyxy: jnp.ndarray, scores: jnp.ndarray, groups: jnp.ndarra
     valid = jnp.ones((num_boxes,), bool)
   valid = valid.astype(bool)
   # Valid boxes first, then by descending score; lexsort is stable, so ties keep the
-  # input order (torchvision's sort is not guaranteed stable; tests avoid ties).
+  # input order (torchvision's sort is not guaranteed stable).
   order = jnp.lexsort((-scores, ~valid)).astype(jnp.int32)
-  sorted_boxes = boxes_xyxy[order]
-  overlaps = pairwise_iou(sorted_boxes, sorted_boxes) > iou_threshold
-  # Only a box later in score order can be suppressed by box i.
-  overlaps = overlaps & (jnp.arange(num_boxes)[None, :] > jnp.arange(num_boxes)[:, None])
-  if groups is not None:
-    # Masking the IoU matrix is exact, unlike shifting boxes by group * extent (which
-    # loses float32 precision on large offsets) and gives the same kept set.
-    sorted_groups = groups[order]
-    overlaps = overlaps & (sorted_groups[:, None] == sorted_groups[None, :])
-
-  def visit(i, keep):
-    # keep[i] is final here: every box that could suppress box i came earlier.
-    return keep & ~(keep[i] & overlaps[i])
-
-  keep = jax.lax.fori_loop(0, num_boxes, visit, valid[order])
+  keep = _greedy_keep(boxes_xyxy[order], valid[order],
+                      None if groups is None else groups[order], iou_threshold)
   # A stable sort on "not kept" moves kept boxes to the front, still in score order.
   kept_first = jnp.argsort(~keep, stable=True)[:max_outputs]
   keep_valid = keep[kept_first]
