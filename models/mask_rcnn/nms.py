@@ -8,12 +8,12 @@ The greedy pass is parallel over boxes (no loop of one box per step): the K sort
 boxes are cut into tiles of `_TILE`; the kept boxes of earlier tiles suppress a tile
 in one step, then a fixed-point iteration settles the tile (each step tests every box
 of the tile at once), as TF's `non_max_suppression_padded` does. The suppression
-matrix is bit-packed, 32 boxes per uint32 word, so each step reads K / 32 words per
-box. The kept set is exactly greedy NMS's (argued in `_settle_tile`), in at most
-K + K / `_TILE` steps and in practice a few per tile, where a `fori_loop` over the
-boxes took K serial steps. The first `max_outputs` survivors in score order are
-returned as indices into the input with a validity mask. Callers batch it with
-`jax.vmap` over images.
+matrix is computed once and bit-packed, 32 boxes per uint32 word. The kept set is
+exactly greedy NMS's (argued in `_settle_tile`), in a few serial steps per tile in
+practice and at most about K (a chain of boxes that each suppress the next), where a
+`fori_loop` over the boxes took K serial steps. The first `max_outputs` survivors in
+score order are returned as indices into the input with a validity mask. Callers
+batch it with `jax.vmap` over images.
 """
 from __future__ import annotations
 
@@ -33,59 +33,54 @@ def _check_shapes(boxes_xyxy: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarr
     raise ValueError(f'nms.py: valid must be [K] = [{k}] bool, got {valid.shape}.')
 
 
-# Boxes per tile: the serial steps are about K / _TILE plus the suppression chains
-# inside tiles, and a step costs _TILE * K / 32 words. 256 was fastest on a CPU for
-# K = 1000 and 2000 (benchmarks/mask_rcnn_step.py --nms_only). A multiple of _BITS.
+# Boxes per tile. The serial steps are K / _TILE, plus per tile the longest chain of
+# boxes each suppressing the next; a step within a tile reads _TILE**2 / 32 words. On a
+# 2-core CPU (batch 16, K = 1000 and 2000) tiles of 128 to 1024 cost the same on RPN
+# proposals, where the IoU matrix dominates, and 128 or 256 were fastest on a chain;
+# 256 needs half the serial steps of 128. A multiple of _BITS.
 _TILE = 256
 _BITS = 32
 
 
-def _pack_bits(bits: jnp.ndarray) -> jnp.ndarray:
-  """`[..., 32 * W]` bool -> `[..., W]` uint32; column `b * W + w` is bit b of word w.
+def _pack_bits(bits: jnp.ndarray, block: int) -> jnp.ndarray:
+  """`[N, ...]` bool -> `[N / 32, ...]` uint32: axis 0 packed 32 entries per word.
 
-  Bits are taken from contiguous column slices (not 32 neighbours), so packing is an
-  elementwise OR that fuses with the IoU computation that feeds it.
+  Each run of `block` entries (a multiple of 32) packs into its own `block / 32` words,
+  so a tile's boxes are a contiguous run of words; inside a run, entry
+  `b * block / 32 + w` is bit b of word w. Taking bits from contiguous slices along the
+  leading axis makes packing an elementwise OR over the trailing axes, which fuses
+  with the IoU that feeds it and stays vectorised.
   """
-  num_words = bits.shape[-1] // _BITS
-  words = bits[..., :num_words].astype(jnp.uint32)
+  num_entries, *rest = bits.shape
+  bits = bits.reshape(num_entries // block, _BITS, block // _BITS, *rest)
+  words = bits[:, 0].astype(jnp.uint32)
   for b in range(1, _BITS):
-    words = words | (bits[..., b * num_words:(b + 1) * num_words].astype(jnp.uint32) << b)
-  return words
+    words = words | (bits[:, b].astype(jnp.uint32) << b)
+  return words.reshape(num_entries // _BITS, *rest)
 
 
-def _hit(words: jnp.ndarray, packed_keep: jnp.ndarray) -> jnp.ndarray:
-  """`[..., W]` suppressor words, `[W]` kept words -> `[...]` "a kept box suppresses it"."""
-  return jnp.any((words & packed_keep) != 0, axis=-1)
-
-
-def _suppressors(boxes_a: jnp.ndarray, boxes_b: jnp.ndarray, index_a: jnp.ndarray,
-                 index_b: jnp.ndarray, groups_a: jnp.ndarray | None,
-                 groups_b: jnp.ndarray | None, iou_threshold: float) -> jnp.ndarray:
-  """`[..., N, M]` bool: box b (earlier in score order) would suppress box a."""
-  suppresses = pairwise_iou(boxes_a, boxes_b) > iou_threshold
-  suppresses = suppresses & (index_b[..., None, :] < index_a[..., :, None])
-  if groups_a is not None:
-    # Masking the IoU matrix is exact, unlike shifting boxes by group * extent (which
-    # loses float32 precision on large offsets) and gives the same kept set.
-    suppresses = suppresses & (groups_a[..., :, None] == groups_b[..., None, :])
-  return suppresses
+def _suppressed(words: jnp.ndarray, packed_keep: jnp.ndarray) -> jnp.ndarray:
+  """`[W, T]` packed suppressors of T boxes, `[W]` packed kept boxes -> `[T]` bool."""
+  return jnp.any((words & packed_keep[:, None]) != 0, axis=0)
 
 
 def _settle_tile(tile_words: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
-  """Greedy NMS inside one tile: `[T, T / 32]` packed suppressors, `[T]` bool -> `[T]`.
+  """Greedy NMS inside one tile: `[T / 32, T]` packed suppressors, `[T]` bool -> `[T]`.
 
   `candidates` are the tile's boxes that no kept box of an earlier tile suppresses.
   Greedy NMS keeps box i iff it is a candidate and no kept box j < i of the tile
-  suppresses it: keep = F(keep) with F(x)[i] = candidates[i] & ~any_{j<i} S[i, j] x[j].
+  suppresses it: keep = F(keep) with F(x)[i] = candidates[i] & ~any_{j<i} S[j, i] x[j].
   F(x)[i] reads only x[j] for j < i, so (induction on i) F has exactly one fixed point,
   the greedy result, and iterating x <- F(x) from any start makes boxes 0..r-1 final
   after r steps. The loop stops at the first x with F(x) = x: that x is the fixed
   point, hence exactly greedy, after at most T + 1 steps (a chain of boxes that each
   suppress the next) and a few in practice. Each step tests the whole tile at once.
   """
+  tile = candidates.shape[0]
+
   def step(state):
     keep, _ = state
-    new_keep = candidates & ~_hit(tile_words, _pack_bits(keep))
+    new_keep = candidates & ~_suppressed(tile_words, _pack_bits(keep, tile))
     return new_keep, jnp.any(new_keep != keep)
 
   keep, _ = jax.lax.while_loop(lambda state: state[1], step, (candidates, jnp.array(True)))
@@ -102,30 +97,29 @@ def _greedy_keep(sorted_boxes: jnp.ndarray, candidates: jnp.ndarray,
   pad = num_tiles * tile - num_boxes
   sorted_boxes = jnp.pad(sorted_boxes, ((0, pad), (0, 0)))
   candidates = jnp.pad(candidates, (0, pad))
-  if sorted_groups is not None:
-    sorted_groups = jnp.pad(sorted_groups, (0, pad))
   index = jnp.arange(num_tiles * tile)
-  # Suppressors of every box among all boxes, for the kept boxes of earlier tiles...
-  words = _pack_bits(_suppressors(sorted_boxes, sorted_boxes, index, index, sorted_groups,
-                                  sorted_groups, iou_threshold))
-
-  # ...and among the boxes of its own tile, packed over the tile's columns.
-  def by_tile(x):
-    return None if x is None else x.reshape(num_tiles, tile, *x.shape[1:])
-
-  tile_boxes, tile_index, tile_groups = map(by_tile, (sorted_boxes, index, sorted_groups))
-  tile_words = _pack_bits(_suppressors(tile_boxes, tile_boxes, tile_index, tile_index,
-                                       tile_groups, tile_groups, iou_threshold))
+  # suppresses[j, i]: box j, earlier in score order, would suppress box i.
+  suppresses = pairwise_iou(sorted_boxes, sorted_boxes) > iou_threshold
+  suppresses = suppresses & (index[None, :] > index[:, None])
+  if sorted_groups is not None:
+    # Masking the IoU matrix is exact, unlike shifting boxes by group * extent (which
+    # loses float32 precision on large offsets) and gives the same kept set.
+    sorted_groups = jnp.pad(sorted_groups, (0, pad))
+    suppresses = suppresses & (sorted_groups[:, None] == sorted_groups[None, :])
+  # [K / 32, K] uint32, packed by tile: tile t's own boxes are words [t, t + 1) * T / 32.
+  words = _pack_bits(suppresses, tile)
+  words_per_tile = tile // _BITS
 
   def settle(t, keep):
     # keep is final for the boxes of tiles before t: tiles are settled in order.
     start = t * tile
-    earlier_kept = _pack_bits(keep & (index < start))
-    rows = jax.lax.dynamic_slice_in_dim(words, start, tile)
+    columns = jax.lax.dynamic_slice_in_dim(words, start, tile, axis=1)
     tile_candidates = jax.lax.dynamic_slice_in_dim(candidates, start, tile)
-    tile_candidates = tile_candidates & ~_hit(rows, earlier_kept)
+    earlier_kept = _pack_bits(keep & (index < start), tile)
+    tile_candidates = tile_candidates & ~_suppressed(columns, earlier_kept)
+    tile_words = jax.lax.dynamic_slice_in_dim(columns, t * words_per_tile, words_per_tile)
     return jax.lax.dynamic_update_slice_in_dim(
-        keep, _settle_tile(tile_words[t], tile_candidates), start, 0)
+        keep, _settle_tile(tile_words, tile_candidates), start, 0)
 
   return jax.lax.fori_loop(0, num_tiles, settle, candidates)[:num_boxes]
 
