@@ -8,7 +8,8 @@ The greedy pass is parallel over boxes (no loop of one box per step): the K sort
 boxes are cut into tiles of `_TILE`; the kept boxes of earlier tiles suppress a tile
 in one step, then a fixed-point iteration settles the tile (each step tests every box
 of the tile at once), as TF's `non_max_suppression_padded` does. The suppression
-matrix is computed once and bit-packed, 32 boxes per uint32 word. The kept set is
+matrix is computed once, only its blocks on and above the diagonal of tiles, and
+bit-packed, 32 boxes per uint32 word. The kept set is
 exactly greedy NMS's (argued in `_settle_tile`), in a few serial steps per tile in
 practice and at most about K (a chain of boxes that each suppress the next), where a
 `fori_loop` over the boxes took K serial steps. The first `max_outputs` survivors in
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from models.mask_rcnn.box_ops import pairwise_iou
 
@@ -34,34 +36,36 @@ def _check_shapes(boxes_xyxy: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarr
 
 
 # Boxes per tile. The serial steps are K / _TILE, plus per tile the longest chain of
-# boxes each suppressing the next; a step within a tile reads _TILE**2 / 32 words. On a
-# 2-core CPU (batch 16, K = 1000 and 2000) tiles of 128 to 1024 cost the same on RPN
-# proposals, where the IoU matrix dominates, and 128 or 256 were fastest on a chain;
-# 256 needs half the serial steps of 128. A multiple of _BITS.
+# boxes each suppressing the next; a step within a tile reads _TILE**2 / 32 words, and
+# smaller tiles skip more of the IoU matrix. On a 2-core CPU (batch 16, K = 1000 and
+# 2000) 256 was as fast as 128 or faster on RPN proposals, with half the serial steps;
+# 512 was slower everywhere. A multiple of _BITS.
 _TILE = 256
 _BITS = 32
 
 
-def _pack_bits(bits: jnp.ndarray, block: int) -> jnp.ndarray:
-  """`[N, ...]` bool -> `[N / 32, ...]` uint32: axis 0 packed 32 entries per word.
+def _pack_bits(bits: jnp.ndarray, axis: int) -> jnp.ndarray:
+  """Packs `axis` of `bits` (bool, length T a multiple of 32) into T / 32 uint32 words.
 
-  Each run of `block` entries (a multiple of 32) packs into its own `block / 32` words,
-  so a tile's boxes are a contiguous run of words; inside a run, entry
-  `b * block / 32 + w` is bit b of word w. Taking bits from contiguous slices along the
-  leading axis makes packing an elementwise OR over the trailing axes, which fuses
-  with the IoU that feeds it and stays vectorised.
+  Entry `b * T / 32 + w` is bit b of word w: bits come from contiguous slices, so
+  packing is an elementwise OR that fuses with the IoU feeding it and stays vectorised
+  (packing 32 neighbours into a word does not, on XLA:CPU).
   """
-  num_entries, *rest = bits.shape
-  bits = bits.reshape(num_entries // block, _BITS, block // _BITS, *rest)
-  words = bits[:, 0].astype(jnp.uint32)
+  num_words = bits.shape[axis] // _BITS
+  words = jax.lax.slice_in_dim(bits, 0, num_words, axis=axis).astype(jnp.uint32)
   for b in range(1, _BITS):
-    words = words | (bits[:, b].astype(jnp.uint32) << b)
-  return words.reshape(num_entries // _BITS, *rest)
+    bit = jax.lax.slice_in_dim(bits, b * num_words, (b + 1) * num_words, axis=axis)
+    words = words | (bit.astype(jnp.uint32) << b)
+  return words
 
 
 def _suppressed(words: jnp.ndarray, packed_keep: jnp.ndarray) -> jnp.ndarray:
-  """`[W, T]` packed suppressors of T boxes, `[W]` packed kept boxes -> `[T]` bool."""
-  return jnp.any((words & packed_keep[:, None]) != 0, axis=0)
+  """Which of T boxes a kept box suppresses: `[T]` bool.
+
+  words: `[..., T / 32, T]` packed suppressors of each box; packed_keep: `[..., T / 32]`
+  the packed kept flags of those suppressors.
+  """
+  return jnp.any((words & packed_keep[..., None]) != 0, axis=tuple(range(words.ndim - 1)))
 
 
 def _settle_tile(tile_words: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarray:
@@ -76,11 +80,9 @@ def _settle_tile(tile_words: jnp.ndarray, candidates: jnp.ndarray) -> jnp.ndarra
   point, hence exactly greedy, after at most T + 1 steps (a chain of boxes that each
   suppress the next) and a few in practice. Each step tests the whole tile at once.
   """
-  tile = candidates.shape[0]
-
   def step(state):
     keep, _ = state
-    new_keep = candidates & ~_suppressed(tile_words, _pack_bits(keep, tile))
+    new_keep = candidates & ~_suppressed(tile_words, _pack_bits(keep, 0))
     return new_keep, jnp.any(new_keep != keep)
 
   keep, _ = jax.lax.while_loop(lambda state: state[1], step, (candidates, jnp.array(True)))
@@ -95,33 +97,31 @@ def _greedy_keep(sorted_boxes: jnp.ndarray, candidates: jnp.ndarray,
   tile = min(_TILE, -(-num_boxes // _BITS) * _BITS)
   num_tiles = -(-num_boxes // tile)
   pad = num_tiles * tile - num_boxes
-  sorted_boxes = jnp.pad(sorted_boxes, ((0, pad), (0, 0)))
-  candidates = jnp.pad(candidates, (0, pad))
-  index = jnp.arange(num_tiles * tile)
-  # suppresses[j, i]: box j, earlier in score order, would suppress box i.
-  suppresses = pairwise_iou(sorted_boxes, sorted_boxes) > iou_threshold
-  suppresses = suppresses & (index[None, :] > index[:, None])
+  tiles = jnp.pad(sorted_boxes, ((0, pad), (0, 0))).reshape(num_tiles, tile, 4)
+  candidates = jnp.pad(candidates, (0, pad)).reshape(num_tiles, tile)
+  # Only an earlier box suppresses, so only the blocks (tile u, tile t) with u <= t of
+  # the suppression matrix are computed, about half of it.
+  rows, cols = np.triu_indices(num_tiles)
+  suppresses = pairwise_iou(tiles[rows], tiles[cols]) > iou_threshold
+  earlier = (rows < cols)[:, None, None] | (np.arange(tile)[:, None] < np.arange(tile))
+  suppresses = suppresses & earlier
   if sorted_groups is not None:
     # Masking the IoU matrix is exact, unlike shifting boxes by group * extent (which
     # loses float32 precision on large offsets) and gives the same kept set.
-    sorted_groups = jnp.pad(sorted_groups, (0, pad))
-    suppresses = suppresses & (sorted_groups[:, None] == sorted_groups[None, :])
-  # [K / 32, K] uint32, packed by tile: tile t's own boxes are words [t, t + 1) * T / 32.
-  words = _pack_bits(suppresses, tile)
-  words_per_tile = tile // _BITS
+    groups = jnp.pad(sorted_groups, (0, pad)).reshape(num_tiles, tile)
+    suppresses = suppresses & (groups[rows][:, :, None] == groups[cols][:, None, :])
+  # words[u, t] [T / 32, T]: bit j of column i says box j of tile u suppresses box i of
+  # tile t; zero for u > t.
+  words = jnp.zeros((num_tiles, num_tiles, tile // _BITS, tile), jnp.uint32)
+  words = words.at[rows, cols].set(_pack_bits(suppresses, 1))
 
   def settle(t, keep):
-    # keep is final for the boxes of tiles before t: tiles are settled in order.
-    start = t * tile
-    columns = jax.lax.dynamic_slice_in_dim(words, start, tile, axis=1)
-    tile_candidates = jax.lax.dynamic_slice_in_dim(candidates, start, tile)
-    earlier_kept = _pack_bits(keep & (index < start), tile)
-    tile_candidates = tile_candidates & ~_suppressed(columns, earlier_kept)
-    tile_words = jax.lax.dynamic_slice_in_dim(columns, t * words_per_tile, words_per_tile)
-    return jax.lax.dynamic_update_slice_in_dim(
-        keep, _settle_tile(tile_words, tile_candidates), start, 0)
+    # keep is final for the tiles before t: tiles are settled in order.
+    earlier_kept = _pack_bits(keep & (jnp.arange(num_tiles) < t)[:, None], 1)
+    tile_candidates = candidates[t] & ~_suppressed(words[:, t], earlier_kept)
+    return keep.at[t].set(_settle_tile(words[t, t], tile_candidates))
 
-  return jax.lax.fori_loop(0, num_tiles, settle, candidates)[:num_boxes]
+  return jax.lax.fori_loop(0, num_tiles, settle, candidates).reshape(-1)[:num_boxes]
 
 
 def _greedy_nms(boxes_xyxy: jnp.ndarray, scores: jnp.ndarray, groups: jnp.ndarray | None,
