@@ -36,10 +36,14 @@ def _saved(directory, steps=(1, 2, 3)):
   return ckpt
 
 
-def _largest_data_file(step_dir):
+def _data_files(step_dir):
+  """Every OCDBT data file of a step. Orbax's layout of arrays into files varies from
+  run to run, and a file may hold only bytes no array reads any more, so a corruption
+  that should always be seen touches them all (a torn or bit-rotted write)."""
   files = [p for p in glob.glob(os.path.join(step_dir, 'state', '**', '*'), recursive=True)
            if os.path.isfile(p) and os.sep + 'd' + os.sep in p]
-  return max(files, key=os.path.getsize)
+  assert files, f'no OCDBT data files under {step_dir}: has orbax changed its layout?'
+  return files
 
 
 def _truncate(path, keep=0.5):
@@ -54,8 +58,8 @@ def _flip_one_byte(path):
 
 
 CORRUPTIONS = {
-    'truncated data file': lambda d: _truncate(_largest_data_file(d)),
-    'flipped bytes in a data file': lambda d: _flip_one_byte(_largest_data_file(d)),
+    'truncated data files': lambda d: [_truncate(p) for p in _data_files(d)],
+    'flipped bytes in the data files': lambda d: [_flip_one_byte(p) for p in _data_files(d)],
     'truncated _METADATA': lambda d: _truncate(os.path.join(d, 'state', '_METADATA')),
     'missing state item': lambda d: shutil.rmtree(os.path.join(d, 'state')),
     'truncated run record': lambda d: _truncate(os.path.join(d, 'run', 'run.json')),
@@ -100,11 +104,11 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, kind
 def test_when_no_checkpoint_restores_one_error_names_the_directory(tmp_path, capfd):
   _saved(tmp_path / 'ckpt').close()
   _truncate(os.path.join(tmp_path, 'ckpt', '3', 'state', '_METADATA'))
-  _truncate(_largest_data_file(os.path.join(tmp_path, 'ckpt', '2')))
+  for path in _data_files(os.path.join(tmp_path, 'ckpt', '2')):
+    _truncate(path)
   ckpt = Checkpointer(str(tmp_path / 'ckpt'))
   with pytest.raises(CheckpointError, match=f'no checkpoint in {tmp_path / "ckpt"} restores '
-                     r'\(step 3: JSONDecodeError.*; step 2: ValueError: OUT_OF_RANGE: Error '
-                     'reading'):
+                     r'\(step 3: JSONDecodeError.*; step 2: \w+: .*\)'):
     ckpt.restore_newest(_state(0))
   assert sorted(os.listdir(tmp_path / 'corrupt_checkpoints')) == ['2', '3']
   assert capfd.readouterr().err.count('warning: skipping') == 2

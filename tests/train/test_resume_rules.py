@@ -108,7 +108,7 @@ def _assert_same_run(resumed: TrainResult, whole: TrainResult):
 def test_a_truncated_newest_checkpoint_falls_back_and_ends_the_same(tmp_path, capfd):
   whole = _run(tmp_path / 'a')
   _interrupted_at_9(tmp_path)
-  _assert_same_run(_resume_after(tmp_path, 'truncated data file', capfd), whole)
+  _assert_same_run(_resume_after(tmp_path, 'truncated data files', capfd), whole)
 
 
 @pytest.mark.slow  # five more resumed runs
@@ -116,7 +116,7 @@ def test_every_corruption_of_the_newest_checkpoint_falls_back_and_ends_the_same(
     tmp_path, capfd):
   whole = _run(tmp_path / 'a')
   _interrupted_at_9(tmp_path)
-  for kind in sorted(set(CORRUPTIONS) - {'truncated data file'}):
+  for kind in sorted(set(CORRUPTIONS) - {'truncated data files'}):
     _assert_same_run(_resume_after(tmp_path, kind, capfd), whole)
 
 
