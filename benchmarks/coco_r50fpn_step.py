@@ -28,7 +28,7 @@ from data import shapes  # noqa: E402
 from experiments import instance_coco  # noqa: E402
 from models import build_model  # noqa: E402
 from train import optimizer, steps  # noqa: E402
-from train.instance_loss import instance_task  # noqa: E402
+from tasks.instance.task import instance_task  # noqa: E402
 from train.state import create_train_state  # noqa: E402
 
 ONE_X_IMAGES = 90_000 * 16  # detectron2's 1x: 90k steps at batch 16

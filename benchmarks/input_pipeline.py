@@ -73,7 +73,7 @@ def measure(model_name: str, batch_size: int, steps: int, repeats: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import models  # pylint: disable=g-import-not-at-top
   from train import optimizer, steps as train_steps  # pylint: disable=g-import-not-at-top
-  from train.classification import cross_entropy_loss  # pylint: disable=g-import-not-at-top
+  from tasks.classification.task import cross_entropy_loss  # pylint: disable=g-import-not-at-top
   from train.state import create_train_state  # pylint: disable=g-import-not-at-top
   w = WORKLOADS[model_name]
   ds, shape, mean, std, source_name = _dataset(w.dataset)

@@ -49,7 +49,7 @@ from models.mask_rcnn.anchors import generate_anchors  # noqa: E402
 from models.mask_rcnn.box_ops import pairwise_iou  # noqa: E402
 from models.mask_rcnn.model import MaskRCNN  # noqa: E402
 from train import optimizer, steps  # noqa: E402
-from train.instance_loss import instance_task  # noqa: E402
+from tasks.instance.task import instance_task  # noqa: E402
 from train.state import create_train_state  # noqa: E402
 
 EXPERIMENT = dict(num_rois=32, num_mask_rois=8, fc_width=128, mask_head_width=32)

@@ -115,7 +115,7 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import models  # pylint: disable=g-import-not-at-top
   from train import optimizer, steps as train_steps  # pylint: disable=g-import-not-at-top
-  from train.classification import cross_entropy_loss  # pylint: disable=g-import-not-at-top
+  from tasks.classification.task import cross_entropy_loss  # pylint: disable=g-import-not-at-top
   from train.state import create_train_state  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   images, labels, mean, std = load_arrays(w.dataset)
@@ -162,10 +162,10 @@ def worker_ours(w: Workload, batch_size: int, steps: int, repeats: int) -> dict:
 def pixel_cross_entropy(logits, batch: dict) -> tuple:
   """Mean softmax CE over the pixels of logits [B, H, W, C] vs. batch['mask'] [B, H, W].
 
-  train.segmentation's CE alone: its full loss also computes soft Dice and pixel
+  tasks.segmentation's CE alone: its full loss also computes soft Dice and pixel
   accuracy, which the peers' plain cross-entropy does not.
   """
-  from train import segmentation  # pylint: disable=g-import-not-at-top
+  from tasks.segmentation import task as segmentation  # pylint: disable=g-import-not-at-top
   labels = batch['mask'].astype('int32')
   counted = segmentation.counted_pixels(labels, logits.shape[-1])
   ce = segmentation.softmax_cross_entropy(logits, labels, counted)
@@ -342,7 +342,7 @@ rate; the random streams (init, shuffle, dropout) differ between frameworks.
 U-Net: 256 generated 128x128 `shapes` examples (data/shapes.py, 4 classes); ours
 reads them through the shapes source and `train_batches`, the peers the same arrays
 normalised up front; loss: mean per-pixel softmax cross-entropy in all three (ours
-`train.segmentation.softmax_cross_entropy`, without the Dice term of the experiment);
+`tasks.segmentation.task.softmax_cross_entropy`, without the Dice term of the experiment);
 parameter counts are equal (printed per row)."""
 
 

@@ -252,7 +252,7 @@ def fit_size(height: int, width: int, image_size: Sequence[int]) -> tuple[float,
 def resized_extent(size: int, scale: float, limit: int) -> int:
   """An original side of `size` pixels resized by `scale`: rounded half up, in [1, limit].
 
-  The one rule for the un-padded part of a resized image (train/coco_eval.py crops
+  The one rule for the un-padded part of a resized image (tasks/instance/coco_eval.py crops
   predicted masks back to it).
   """
   return min(limit, max(1, int(np.floor(size * scale + 0.5))))

@@ -34,8 +34,10 @@ from data import cifar10, pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, distributed, plots, run_record
-from train.classification import classification_task
+from train import distributed, run_record
+from tasks.classification import analysis
+from report import plots
+from tasks.classification.task import classification_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 

@@ -38,7 +38,10 @@ from data.coco import nearest_indices
 from data.sources import Source, build_source
 from experiments import cli, instance_shapes
 from models import classical
-from train import distributed, instance_eval, instance_loss, instance_plots
+from train import distributed
+from tasks.instance import evaluation as instance_eval
+from tasks.instance import task as instance_loss
+from report import instance as instance_plots
 from train.loop import train_and_evaluate
 from train.metric_writer import read_metrics
 

@@ -31,8 +31,11 @@ from data import shapes
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import (coco_eval, distributed, instance_eval, instance_loss, instance_plots,
-                   run_record)
+from train import distributed, run_record
+from tasks.instance import coco_eval
+from tasks.instance import evaluation as instance_eval
+from tasks.instance import task as instance_loss
+from report import instance as instance_plots
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 

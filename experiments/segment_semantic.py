@@ -37,7 +37,10 @@ from data import pipeline
 from data.sources import Source, build_source
 from experiments import cli
 from models import build_model
-from train import analysis, distributed, run_record, segmentation, segmentation_plots
+from train import distributed, run_record
+from tasks.classification import analysis
+from tasks.segmentation import task as segmentation
+from report import segmentation as segmentation_plots
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
 

@@ -33,19 +33,12 @@ from tqdm import tqdm
 from data import pipeline
 from data.sources import Source
 from errors import ConfigError, UserError
-from train import checkpoint, config_check, distributed, evaluate, optimizer, run_record, steps
+from train import (checkpoint, config_check, distributed, evaluate, evaluators, optimizer,
+                   run_record, steps)
 from train import mesh as mesh_lib
 from train.metric_writer import MetricWriter
 from train.state import InitFn, TrainState, count_params, create_train_state
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """What differs between tasks; the loop itself does not."""
-  loss_fn: steps.LossFn
-  sums_fn: steps.SumsFn
-  inputs_fn: steps.InputsFn = steps.image_inputs
-  means_fn: Callable[[Mapping[str, np.ndarray]], dict[str, float]] = evaluate.means_from_sums
+from train.task import Task
 
 
 @dataclasses.dataclass
@@ -132,21 +125,6 @@ def _with_compute_dtype(model: nn.Module, compute_dtype: Optional[str]) -> nn.Mo
   return model.clone(dtype=jnp.dtype(compute_dtype))
 
 
-def _check_labels(batch: Mapping[str, np.ndarray], num_classes: int, step: int,
-                  epoch: int) -> None:
-  """Classification labels `[B]` must lie in [0, num_classes): else name the example."""
-  labels = batch.get('label')
-  if labels is None or np.ndim(labels) != 1 or not np.issubdtype(labels.dtype, np.integer):
-    return  # not per-example class labels (e.g. segmentation masks)
-  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-  if bad.size:
-    raise ValueError(
-        f'training batch of step {step + 1} (epoch {epoch}): example {bad[0]} of this '
-        f"process's batch has label {labels[bad[0]]}, outside [0, {num_classes - 1}] "
-        f'({num_classes} class names in the training Source); {bad.size} such '
-        'example(s) in the batch. Fix the dataset or its class list.')
-
-
 def _create_state(model: nn.Module, tx, input_shape: tuple[int, ...], seed: int,
                   mesh, init_fn=None) -> TrainState:
   """Initialises the state directly replicated over the mesh (every process agrees)."""
@@ -170,7 +148,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
 
   config fields: seed, batch_size, eval_batch_size, num_epochs, optimizer (see
   train.optimizer), log_every_steps, and optionally shuffle_buffer, progress_bar,
-  eval_every_epochs, compute_dtype ('bfloat16': the model computes in bf16, parameters
+  eval_every_epochs, evals (train/evaluators.py: run with every evaluation), compute_dtype ('bfloat16': the model computes in bf16, parameters
   and loss stay float32) and distributed (see train.distributed).
   `batch_size` is the global batch: divisible by the device count of all processes.
   `max_steps` stops early (after saving) at that global step: tests use it to
@@ -230,6 +208,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   eval_fn = jax.jit(functools.partial(steps.eval_step, sums_fn=task.sums_fn,
                                       inputs_fn=task.inputs_fn),
                     in_shardings=(replicated, sharded), out_shardings=replicated)
+  named_evaluators = evaluators.build_evaluators(config.get('evals'), evaluators.EvalContext(
+      eval_source=eval_source, batch_size=eval_batch_size, task=task, workdir=workdir))
   writer = MetricWriter(workdir, enabled=is_main)
   log_every = config.get('log_every_steps', 100)
   history = progress['eval_history']
@@ -251,9 +231,10 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
                    eval_source.dataset, batch_size=eval_batch_size,
                    preprocess_fn=preprocess_fn)))
     means = task.means_fn(evaluate.accumulate(eval_fn, state, batches))
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in means.items()
-                                if np.ndim(v) == 0})
-    history.append({'epoch': epoch, 'step': step, **means})
+    results = evaluators.run_evaluators(named_evaluators, state)
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in {**means, **results}.items()
+                                if np.ndim(v) == 0 and not isinstance(v, str)})
+    history.append({'epoch': epoch, 'step': step, **means, **results})
     if is_main:
       bar.write(f'epoch {epoch}: ' + ', '.join(
           f'{k} {v:.4f}' for k, v in means.items() if np.ndim(v) == 0 and k != 'count'))
@@ -290,7 +271,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
       segment_start = time.perf_counter()
       # Exactly the epoch's remaining steps, so every process takes the same number.
       for _, local_batch in zip(range(steps_per_epoch - skip), batches):
-        _check_labels(local_batch, num_classes, step, epoch)
+        if task.check_batch is not None:
+          task.check_batch(local_batch, num_classes,
+                           f'training batch of step {step + 1} (epoch {epoch})')
         batch = mesh_lib.global_batch(local_batch, mesh, batch_size)
         if compile_seconds == 0.0:
           # The first step of this process compiles; timed apart from training.

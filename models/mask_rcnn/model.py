@@ -15,7 +15,7 @@
 - `train=True` needs `targets` (`boxes` [B, N, 4] boxes_xyxy, `classes` [B, N],
   `instance_masks` [B, N, H, W], `instance_valid` [B, N], optional `is_crowd` [B, N])
   and the 'dropout' rng (it drives the anchor and RoI sampling); it returns what
-  train/instance_loss.py needs: each head's outputs beside its targets (targets.py).
+  tasks/instance/task.py needs: each head's outputs beside its targets (targets.py).
 
 Precision: with `dtype=bfloat16` the backbone, FPN, RPN head convs, the RoIAlign
 features and the box and mask heads compute in bfloat16 (parameters stay float32).

@@ -10,7 +10,7 @@ decoded and clipped to the image, boxes narrower or lower than `min_size` droppe
 NMS at `nms_threshold`, and the best `post_nms_topk` kept, padded with a validity
 mask, so every image yields the same number whatever it contains.
 The RPN's training targets (anchor labelling and sampling) live in
-models/mask_rcnn/targets.py; its loss in train/instance_loss.py.
+models/mask_rcnn/targets.py; its loss in tasks/instance/task.py.
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def test_classical_baseline_on_the_real_val_split():
   _, val = instance_nuclei.sources(config)
   results, masks = instance_nuclei.classical_results(config, val)
   assert sorted(masks) == list(range(1, 87))
-  from train import instance_eval  # pylint: disable=g-import-not-at-top
+  from tasks.instance import evaluation as instance_eval  # pylint: disable=g-import-not-at-top
   metrics = instance_eval.score_results(results, val, sorted(masks),
                                         max_dets=config.max_dets)['metrics']
   # The plain-script figures: segm AP 0.379, AP50 0.622; bbox AP 0.401, 0.618.

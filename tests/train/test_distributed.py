@@ -26,7 +26,7 @@ if REPO not in sys.path:  # run as a script
 from data import pipeline  # noqa: E402
 from models.cnn import CNN  # noqa: E402
 from train import distributed  # noqa: E402
-from train.classification import classification_task  # noqa: E402
+from tasks.classification.task import classification_task  # noqa: E402
 from train.loop import train_and_evaluate  # noqa: E402
 from tests.toy_data import band_source  # noqa: E402
 

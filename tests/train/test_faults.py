@@ -55,7 +55,7 @@ def _train_worker(workdir, out, kill_after_save_at=None):
   from data import pipeline  # pylint: disable=g-import-not-at-top
   from data.sources import Source  # pylint: disable=g-import-not-at-top
   from models.cnn import CNN  # pylint: disable=g-import-not-at-top
-  from train.classification import classification_task  # pylint: disable=g-import-not-at-top
+  from tasks.classification.task import classification_task  # pylint: disable=g-import-not-at-top
   from train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)

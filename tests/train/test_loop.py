@@ -7,7 +7,7 @@ import pytest
 
 from data import pipeline
 from models.cnn import CNN
-from train.classification import classification_task
+from tasks.classification.task import classification_task
 from train.loop import NonFiniteLossError, train_and_evaluate
 from train.metric_writer import read_metrics
 from tests.toy_data import band_source

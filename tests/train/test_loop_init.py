@@ -6,7 +6,7 @@ import numpy as np
 
 from data import pipeline
 from models.cnn import CNN
-from train.classification import classification_task
+from tasks.classification.task import classification_task
 from train.loop import train_and_evaluate
 from tests.toy_data import band_source
 

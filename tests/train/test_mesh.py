@@ -16,7 +16,7 @@ from models.cnn import CNN
 from models.mlp import MLP
 from train import mesh as mesh_lib
 from train import steps
-from train.classification import classification_task, cross_entropy_loss
+from tasks.classification.task import classification_task, cross_entropy_loss
 from train.loop import _with_compute_dtype, train_and_evaluate
 from train.state import create_train_state
 from tests.toy_data import band_source

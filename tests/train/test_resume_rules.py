@@ -61,7 +61,7 @@ def test_allow_config_change_continues_and_records_the_change(tmp_path, capfd):
 
 def test_changed_shapes_are_one_clear_message_even_with_the_override(tmp_path):
   from train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  from train.classification import classification_task  # pylint: disable=g-import-not-at-top
+  from tasks.classification.task import classification_task  # pylint: disable=g-import-not-at-top
   _run(tmp_path, _config(num_epochs=1))
   with pytest.raises(ConfigChangedError, match=r"the model's arrays do not fit the "
                      rf'checkpoints in {tmp_path / "checkpoints"} \(step 6\): '
@@ -146,7 +146,7 @@ def test_an_image_size_the_model_cannot_take_is_a_config_error(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data.sources import Source  # pylint: disable=g-import-not-at-top
   from models.mask_rcnn.model import MaskRCNN  # pylint: disable=g-import-not-at-top
-  from train.instance_loss import instance_task  # pylint: disable=g-import-not-at-top
+  from tasks.instance.task import instance_task  # pylint: disable=g-import-not-at-top
   from train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   images = np.zeros((8, 30, 30, 3), np.uint8)
   source = Source(tf.data.Dataset.from_tensor_slices({'image': images}), 8, ('bg', 'a'),

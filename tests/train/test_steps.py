@@ -11,7 +11,7 @@ import pytest
 from models.cnn import CNN
 from models.mlp import MLP
 from train import steps
-from train.classification import cross_entropy_loss, eval_sums
+from tasks.classification.task import cross_entropy_loss, eval_sums
 from train.state import create_train_state
 
 

@@ -11,7 +11,7 @@ from models.mask_rcnn.anchors import generate_anchors
 from models.mask_rcnn.backbone import ResNetFPN
 from models.mask_rcnn.model import MaskRCNN
 from models.mask_rcnn.rpn import RPNHead
-from train import instance_loss
+from tasks.instance import task as instance_loss
 
 TINY = dict(num_classes=3, stem_width=8, stage_widths=(8, 16, 16), fpn_width=16,
             fc_width=32, mask_head_width=16, rpn_pre_nms_topk_train=200,

@@ -10,7 +10,7 @@ import pytest
 from models.mask_rcnn.backbone import ResNet50FPN
 from models.mask_rcnn.model import MaskRCNN
 from train import optimizer, steps
-from train.instance_loss import instance_task
+from tasks.instance.task import instance_task
 from train.state import create_train_state
 from tests.models.mask_rcnn.test_model import TINY, _batch
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train import instance_loss
+from tasks.instance import task as instance_loss
 
 
 def _outputs(**overrides):

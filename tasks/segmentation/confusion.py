@@ -58,7 +58,7 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: Sequence[str]
   `precision` and `recall`."""
   matrix = np.asarray(matrix, np.float64)
   if matrix.shape != (len(class_names), len(class_names)):
-    raise ValueError(f'train/confusion.py: confusion matrix {matrix.shape}, expected '
+    raise ValueError(f'tasks/segmentation/confusion.py: confusion matrix {matrix.shape}, expected '
                      f'[{len(class_names)}, {len(class_names)}] for classes {class_names}.')
   iou = iou_per_class(matrix)
   total = matrix.sum()

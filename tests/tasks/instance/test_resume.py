@@ -11,7 +11,7 @@ import pytest
 from data import augment, shapes
 from data.sources import build_source
 from models.mask_rcnn.model import MaskRCNN
-from train.instance_loss import instance_task
+from tasks.instance.task import instance_task
 from train.loop import train_and_evaluate
 
 

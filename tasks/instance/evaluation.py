@@ -2,7 +2,7 @@
 
 Runs the model's inference on every example once (padded batches with `valid` flags,
 one compilation), turns the detections into COCO results in the original images'
-coordinates and category ids (train/coco_eval.py), and scores them with pycocotools'
+coordinates and category ids (tasks/instance/coco_eval.py), and scores them with pycocotools'
 COCOeval against the source's ground truth: `metadata['ground_truth']` (an in-memory
 COCO, e.g. data/instance_labels.py) or else its annotation file. `resize_ceiling` scores
 the source's own targets the same way: the best a model can reach at that image size.
@@ -20,7 +20,8 @@ import numpy as np
 
 from data import pipeline
 from data.sources import Source
-from train import coco_eval, steps
+from train import steps
+from tasks.instance import coco_eval
 from train.state import TrainState
 
 DETECTION_KEYS = ('boxes_xyxy', 'scores', 'classes', 'valid', 'masks')

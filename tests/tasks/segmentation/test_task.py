@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from train import confusion, segmentation
+from tasks.segmentation import confusion
+from tasks.segmentation import task as segmentation
 
 
 def _batch(mask, valid=None):

@@ -78,7 +78,7 @@ def _encode(binary: np.ndarray) -> list[dict]:
 def _check_shape(name: str, array: np.ndarray, shape: tuple) -> None:
   if array.ndim != len(shape) or any(e is not None and a != e
                                       for a, e in zip(array.shape, shape)):
-    raise ValueError(f'train/coco_eval.py: {name} has shape {array.shape}; expected '
+    raise ValueError(f'tasks/instance/coco_eval.py: {name} has shape {array.shape}; expected '
                      f'{tuple("*" if e is None else e for e in shape)}.')
 
 
@@ -113,18 +113,18 @@ def detections_to_coco(detections: Mapping[str, np.ndarray], image_ids: Sequence
     _check_shape(name, array, shape)
   for name, sizes in (('resized_sizes', resized_sizes), ('original_sizes', original_sizes)):
     if (sizes < 1).any():
-      raise ValueError(f'train/coco_eval.py: {name} has {sizes[(sizes < 1).any(1)][0]}; '
+      raise ValueError(f'tasks/instance/coco_eval.py: {name} has {sizes[(sizes < 1).any(1)][0]}; '
                        'expected (h, w) >= 1.')
   masks = detections.get('masks')
   if masks is not None:
     _check_shape('detections["masks"]', masks, (batch, num, None, None))
     over = (resized_sizes > np.array(masks.shape[2:])).any(1)
     if over.any():
-      raise ValueError(f'train/coco_eval.py: resized_sizes has {resized_sizes[over][0]}, '
+      raise ValueError(f'tasks/instance/coco_eval.py: resized_sizes has {resized_sizes[over][0]}, '
                        f'larger than the masks\' (H, W) = {masks.shape[2:]}.')
   bad = valid & ((classes < 1) | (classes > len(category_ids)))
   if bad.any():
-    raise ValueError(f'train/coco_eval.py: detections["classes"] has valid labels '
+    raise ValueError(f'tasks/instance/coco_eval.py: detections["classes"] has valid labels '
                      f'{sorted(set(classes[bad].tolist()))}; expected 1..{len(category_ids)} '
                      '(one per entry of category_ids).')
   category_ids = np.asarray(category_ids, np.int64)
@@ -233,16 +233,16 @@ def evaluate_report(annotations: str | os.PathLike | COCO, results: list[dict],
   three limits.
   """
   if max_dets is not None and (len(max_dets) != 3 or list(max_dets) != sorted(max_dets)):
-    raise ValueError(f'train/coco_eval.py: max_dets is {list(max_dets)}; expected three '
+    raise ValueError(f'tasks/instance/coco_eval.py: max_dets is {list(max_dets)}; expected three '
                      'increasing limits, e.g. [1, 100, 400] (COCOeval.summarize reads three).')
   coco_gt = _load_ground_truth(annotations)
   metrics, summaries, per_category = {}, {}, {}
   for iou_type in iou_types:
     if iou_type not in ('bbox', 'segm'):
-      raise ValueError(f"train/coco_eval.py: iou_types has {iou_type!r}; expected 'bbox' "
+      raise ValueError(f"tasks/instance/coco_eval.py: iou_types has {iou_type!r}; expected 'bbox' "
                        "or 'segm'.")
     if iou_type == 'segm' and results and 'segmentation' not in results[0]:
-      raise ValueError("train/coco_eval.py: iou_types has 'segm' but the results have no "
+      raise ValueError("tasks/instance/coco_eval.py: iou_types has 'segm' but the results have no "
                        "'segmentation' (no masks given): pass iou_types=('bbox',).")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -8,7 +8,7 @@ detectron2 so that their sizes stay comparable whatever the number of objects:
   roi_class       softmax cross-entropy over the sampled RoIs (K + 1 classes)
   roi_box         L1 on the foreground RoIs' class-specific deltas, / sampled RoIs
   mask            per-pixel sigmoid cross-entropy of the foreground RoIs' 28x28 masks
-The COCO metrics need the whole evaluation set at once (train/coco_eval.py); inside
+The COCO metrics need the whole evaluation set at once (tasks/instance/coco_eval.py); inside
 the loop the evaluation reports `recall50`, the fraction of ground-truth objects found
 by a same-class detection with score >= 0.5 at IoU >= 0.5, and `precision50`, which
 are exact sums over the evaluation set.
@@ -23,7 +23,7 @@ import optax
 
 from models.mask_rcnn import box_ops
 from train import steps
-from train.loop import Task
+from train.task import Task
 
 LOSS_TERMS = ('rpn_objectness', 'rpn_box', 'roi_class', 'roi_box', 'mask')
 TARGET_KEYS = ('boxes', 'classes', 'instance_masks', 'instance_valid', 'is_crowd')

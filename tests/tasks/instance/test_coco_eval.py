@@ -17,7 +17,8 @@ from PIL import Image
 from data import shapes
 from data.sources import build_source
 from tests.conftest import shared_data_path
-from train import coco_eval, instance_eval
+from tasks.instance import coco_eval
+from tasks.instance import evaluation as instance_eval
 
 NUM_IMAGES = 8
 SIZE = (64, 64)

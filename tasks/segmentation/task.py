@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from train import confusion
+from tasks.segmentation import confusion
+from train.task import Task
 
 DICE_EPS = 1.0
 
@@ -152,9 +153,8 @@ def segmentation_task(class_names: Sequence[str], ce_weight: float = 1.0,
   """The Task (loss, exact confusion-matrix metrics) the one training loop needs.
 
   Metrics after an evaluation: loss (mean pixel CE), miou, pixel_accuracy,
-  iou/<class>, and for two classes dice, precision, recall (see train.confusion).
+  iou/<class>, and for two classes dice, precision, recall (see tasks.segmentation.confusion).
   """
-  from train.loop import Task  # pylint: disable=g-import-not-at-top  (loop imports steps only)
   weights = None if class_weights is None else tuple(float(w) for w in class_weights)
   return Task(loss_fn=functools.partial(segmentation_loss, ce_weight=ce_weight,
                                         dice_weight=dice_weight, class_weights=weights),

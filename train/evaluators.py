@@ -1,0 +1,79 @@
+"""Evaluators named in the config, run by the loop at every evaluation and at the end.
+
+    config.evals = {'shift': dict(type='shift_robustness', shifts=(0, 1, 2, 3, 4))}
+
+Each entry builds one evaluator: `EVALUATORS.get(type)(context, **the other fields)`
+returns a function `state -> results`, a dict of numbers (or JSON-able lists and dicts
+of numbers, e.g. a confusion matrix). The loop stores the results of `<name>` as
+`<name>/<key>` in the evaluation history (saved in every checkpoint, so a resumed or
+finished run keeps them) and writes the scalars to metrics.jsonl / TensorBoard as
+`eval/<name>/<key>`. The task's exact sums (train/task.py) are always evaluated too,
+unprefixed. Task packages register their evaluators when imported; `tasks/__init__.py`
+imports them all, in one place.
+
+The idea is big_vision's `config.evals`: the loop knows when to evaluate, each
+evaluator knows what.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from data.sources import Source
+from errors import ConfigError
+from registry import Registry
+from train.state import TrainState
+from train.task import Task
+
+EVALUATORS = Registry('evaluator')
+Evaluator = Callable[[TrainState], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+  """What an evaluator may use besides the state it is given."""
+  eval_source: Source
+  batch_size: int  # per prediction call, on one process
+  task: Task       # its inputs_fn feeds the model exactly as in training
+  workdir: str
+
+
+def build_evaluators(evals: Mapping[str, Mapping[str, Any]], context: EvalContext
+                     ) -> dict[str, Evaluator]:
+  """{name: evaluator} for `config.evals`; a bad entry is a ConfigError naming it."""
+  built = {}
+  for name, fields in (evals or {}).items():
+    fields = dict(fields)
+    kind = fields.pop('type', None)
+    if kind not in EVALUATORS:
+      raise ConfigError(f'config.evals.{name}.type={kind!r}: expected one of '
+                        f'{EVALUATORS.names()} (a task package registers its evaluators '
+                        'when imported: import tasks).')
+    try:
+      built[name] = EVALUATORS.get(kind)(context, **fields)
+    except TypeError as e:
+      raise ConfigError(f'config.evals.{name} ({kind}): {e}') from e
+  return built
+
+
+def run_evaluators(evaluators: Mapping[str, Evaluator], state: TrainState
+                   ) -> dict[str, Any]:
+  """All results, flat: {'<name>/<key>': value}."""
+  results = {}
+  for name, evaluator in evaluators.items():
+    for key, value in evaluator(state).items():
+      results[f'{name}/{key}'] = _jsonable(value)
+  return results
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  array = np.asarray(value)
+  if array.ndim:
+    return array.tolist()
+  return array.item()
