@@ -41,6 +41,7 @@ from models import classical
 from train import distributed
 from tasks.instance import evaluation as instance_eval
 from tasks.instance import task as instance_loss
+from report import plots
 from report import instance as instance_plots
 from train.loop import train_and_evaluate
 from train.metric_writer import read_metrics
@@ -255,8 +256,12 @@ def main(config: ml_collections.ConfigDict, workdir: str):
        'classical segm AP50': classical_row['segm AP50']},
       f'COCOeval on {eval_source.num_examples} {config.eval_split} images (maxDets '
       f'{config.max_dets[-1]})')
-  instance_plots.loss_curves(os.path.join(workdir, 'loss_curves.png'), read_metrics(workdir),
-                             result.steps_per_epoch, instance_loss.LOSS_TERMS)
+  plots.learning_curves(
+      os.path.join(workdir, 'loss_curves.png'), {'': read_metrics(workdir)},
+      {'': result.steps_per_epoch},
+      [[f'train/{t}' for t in ('loss',) + instance_loss.LOSS_TERMS],
+       ['eval/recall50', 'eval/precision50']],
+      titles=['training loss terms', 'validation (score >= 0.5, IoU >= 0.5)'], log_scale=[0])
   wall = time.perf_counter() - start
   lines = [
       '# Instance segmentation of nuclei: Mask R-CNN vs. a classical baseline', '',

@@ -35,6 +35,7 @@ from train import distributed, run_record
 from tasks.instance import coco_eval
 from tasks.instance import evaluation as instance_eval
 from tasks.instance import task as instance_loss
+from report import plots
 from report import instance as instance_plots
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -220,8 +221,12 @@ def main(config: ml_collections.ConfigDict, workdir: str, title: str = 'syntheti
       os.path.join(workdir, 'detections.png'), truth['image'], truth,
       {k: predictions[k][shown] for k in instance_eval.DETECTION_KEYS},
       eval_source.class_names, f'Mask R-CNN on {title}: {config.eval_split} images')
-  instance_plots.loss_curves(os.path.join(workdir, 'loss_curves.png'), read_metrics(workdir),
-                             result.steps_per_epoch, instance_loss.LOSS_TERMS)
+  plots.learning_curves(
+      os.path.join(workdir, 'loss_curves.png'), {'': read_metrics(workdir)},
+      {'': result.steps_per_epoch},
+      [[f'train/{t}' for t in ('loss',) + instance_loss.LOSS_TERMS],
+       ['eval/recall50', 'eval/precision50']],
+      titles=['training loss terms', 'validation (score >= 0.5, IoU >= 0.5)'], log_scale=[0])
   text = report(config, workdir, result, coco, time.perf_counter() - start, train_source,
                 eval_source)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:

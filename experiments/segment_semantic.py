@@ -40,6 +40,7 @@ from models import build_model
 from train import distributed, run_record
 from tasks.classification import analysis
 from tasks.segmentation import task as segmentation
+from report import plots
 from report import segmentation as segmentation_plots
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
@@ -200,8 +201,11 @@ def analyse(config, workdir: str, result: TrainResult, eval_source: Source) -> N
                               predictions, eval_source.class_names,
                               f'{config.data.source} {config.eval_split}: ground truth '
                               'and prediction')
-  segmentation_plots.learning_curves(os.path.join(workdir, 'learning_curves.png'),
-                                     read_metrics(workdir), result.steps_per_epoch)
+  metrics = read_metrics(workdir)
+  plots.learning_curves(os.path.join(workdir, 'learning_curves.png'), {'': metrics},
+                        {'': result.steps_per_epoch},
+                        [m for m in ('train/loss', 'eval/loss', 'eval/miou', 'eval/dice')
+                         if metrics.get(m)])
 
 
 def report(config, result: TrainResult, wall_seconds: float, class_names, train_source,

@@ -20,14 +20,14 @@ import json
 import os
 
 import matplotlib
+import matplotlib.patches
 import ml_collections
 import numpy as np
+from matplotlib.figure import Figure  # drawn without pyplot: no backend to choose
 
 from data import seg_folder
 from experiments import cli
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 _DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                              'shared', 'data')
@@ -129,12 +129,13 @@ def draws(example: dict[str, np.ndarray], spec: str, seed: int, num: int,
 
 
 def _palette(n: int) -> np.ndarray:
-  return plt.get_cmap('tab20')(np.arange(n) % 20)[:, :3]
+  return matplotlib.colormaps.get_cmap('tab20')(np.arange(n) % 20)[:, :3]
 
 
 def plot_camvid(examples: list[dict[str, np.ndarray]], spec: str, path: str) -> None:
   colours = _palette(len(CAMVID_CLASSES))
-  fig, axes = plt.subplots(2, len(examples), figsize=(2.6 * len(examples), 4.4), squeeze=False)
+  fig = Figure(figsize=(2.6 * len(examples), 4.4))
+  axes = fig.subplots(2, len(examples), squeeze=False)
   for col, ex in enumerate(examples):
     image = ex['image'].astype(np.float32) / 255
     mask = ex['mask']
@@ -148,14 +149,14 @@ def plot_camvid(examples: list[dict[str, np.ndarray]], spec: str, path: str) -> 
   fig.suptitle(f'CamVid: {spec}', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_coco(examples: list[dict[str, np.ndarray]], names: dict[int, str], spec: str,
               path: str) -> None:
   cols = min(4, len(examples))
   rows = -(-len(examples) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
+  fig = Figure(figsize=(3.6 * cols, 3.6 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.flat:
     ax.set_axis_off()
   for index, (ax, ex) in enumerate(zip(axes.flat, examples)):
@@ -169,7 +170,7 @@ def plot_coco(examples: list[dict[str, np.ndarray]], names: dict[int, str], spec
     for k, (x0, y0, x1, y1) in enumerate(ex['boxes']):
       colour = colours[k]
       # Box edges lie on pixel boundaries; imshow puts pixel centres at integers.
-      ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+      ax.add_patch(matplotlib.patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
                                  edgecolor=colour, linewidth=1.2,
                                  linestyle='--' if ex['is_crowd'][k] else '-'))
       ax.text(x0, y0, names.get(int(ex['classes'][k] % _ID_STRIDE), '?'), color='white', fontsize=6,
@@ -179,7 +180,6 @@ def plot_coco(examples: list[dict[str, np.ndarray]], names: dict[int, str], spec
   fig.suptitle(f'COCO: {spec}', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:

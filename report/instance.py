@@ -1,15 +1,14 @@
-"""Figures of instance segmentation: detections drawn on images, and loss curves."""
+"""Figures of instance segmentation: detections and instance masks drawn on images, AP."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import matplotlib
+import matplotlib.patches
+from matplotlib.figure import Figure  # drawn without pyplot: no backend to choose
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-_COLOURS = plt.get_cmap('tab10').colors
+_COLOURS = matplotlib.colormaps.get_cmap('tab10').colors
 
 
 def _draw(ax, image: np.ndarray, boxes_xyxy: np.ndarray, classes: np.ndarray,
@@ -26,7 +25,7 @@ def _draw(ax, image: np.ndarray, boxes_xyxy: np.ndarray, classes: np.ndarray,
             extent=(0, image.shape[1], image.shape[0], 0))
   for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
     colour = _COLOURS[i % len(_COLOURS)]
-    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+    ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
                                linewidth=1.2))
     label = class_names[int(classes[i])]
     if scores is not None:
@@ -46,7 +45,8 @@ def detections_grid(path: str, images: np.ndarray, ground_truth: Mapping[str, np
   scores [N, D], classes [N, D], masks [N, D, H, W], valid [N, D].
   """
   count = len(images)
-  fig, axes = plt.subplots(2, count, figsize=(2.2 * count, 4.6), squeeze=False)
+  fig = Figure(figsize=(2.2 * count, 4.6))
+  axes = fig.subplots(2, count, squeeze=False)
   for n in range(count):
     real = np.flatnonzero(ground_truth['instance_valid'][n])
     _draw(axes[0, n], images[n], ground_truth['boxes'][n][real],
@@ -62,35 +62,6 @@ def detections_grid(path: str, images: np.ndarray, ground_truth: Mapping[str, np
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=130)
-  plt.close(fig)
-
-
-def loss_curves(path: str, series: Mapping[str, Sequence[tuple[int, float]]],
-                steps_per_epoch: int, terms: Sequence[str]) -> None:
-  """Training loss terms (log scale) and the in-loop eval recall/precision per epoch."""
-  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-  for name in ('loss',) + tuple(terms):
-    points = series.get(f'train/{name}')
-    if points:
-      steps, values = zip(*points)
-      left.plot(np.asarray(steps) / steps_per_epoch, values, label=name,
-                linewidth=2 if name == 'loss' else 1)
-  left.set_yscale('log')
-  left.set_title('training loss terms')
-  left.legend(fontsize=7)
-  for name in ('recall50', 'precision50'):
-    points = series.get(f'eval/{name}')
-    if points:
-      steps, values = zip(*points)
-      right.plot(np.asarray(steps) / steps_per_epoch, values, marker='o', label=name)
-  right.set_title('validation (score >= 0.5, IoU >= 0.5)')
-  right.legend(fontsize=7)
-  for ax in (left, right):
-    ax.set_xlabel('epoch')
-    ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def _instance_overlay(image: np.ndarray, masks: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -114,8 +85,8 @@ def methods_grid(path: str, images: np.ndarray, rows: Mapping[str, Sequence[np.n
   probabilities >= 0.5), each drawn in its own colour, with the count in the title.
   """
   count = len(images)
-  fig, axes = plt.subplots(len(rows), count, figsize=(2.6 * count, 2.7 * len(rows)),
-                           squeeze=False)
+  fig = Figure(figsize=(2.6 * count, 2.7 * len(rows)))
+  axes = fig.subplots(len(rows), count, squeeze=False)
   for r, (name, masks) in enumerate(rows.items()):
     for n in range(count):
       ax = axes[r, n]
@@ -128,13 +99,13 @@ def methods_grid(path: str, images: np.ndarray, rows: Mapping[str, Sequence[np.n
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def ap_curve(path: str, epochs: Sequence[float], series: Mapping[str, Sequence[float]],
              baselines: Mapping[str, float], title: str) -> None:
   """AP by epoch (one line per series) with horizontal lines for fixed baselines."""
-  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  fig = Figure(figsize=(5.5, 3.6))
+  ax = fig.subplots()
   for i, (name, values) in enumerate(series.items()):
     ax.plot(epochs, values, marker='o', color=_COLOURS[i % len(_COLOURS)], label=name)
   for i, (name, value) in enumerate(baselines.items()):
@@ -147,4 +118,3 @@ def ap_curve(path: str, epochs: Sequence[float], series: Mapping[str, Sequence[f
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

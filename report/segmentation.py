@@ -1,18 +1,17 @@
 """PNG figures for segmentation reports: learning curves and mask overlays."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use('Agg')  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402
+import matplotlib.patches
+from matplotlib.figure import Figure  # drawn without pyplot: no backend to choose
+import numpy as np
 
 
 def palette(num_classes: int) -> np.ndarray:
   """uint8 [num_classes, 3] distinct colours (tab20 order)."""
-  colors = plt.get_cmap('tab20' if num_classes > 10 else 'tab10').colors
+  colors = matplotlib.colormaps.get_cmap('tab20' if num_classes > 10 else 'tab10').colors
   return (np.asarray([colors[k % len(colors)] for k in range(num_classes)]) * 255).astype(
       np.uint8)
 
@@ -36,8 +35,8 @@ def overlays(path: str, images: np.ndarray, masks: np.ndarray, predictions: np.n
   images `[N, H, W, C]` uint8, masks and predictions `[N, H, W]` int.
   """
   n, k = len(images), len(class_names)
-  fig, axes = plt.subplots(n, 3, figsize=(9, 3.1 * n * images.shape[1] / images.shape[2] + 0.8),
-                           squeeze=False)
+  fig = Figure(figsize=(9, 3.1 * n * images.shape[1] / images.shape[2] + 0.8))
+  axes = fig.subplots(n, 3, squeeze=False)
   for row in range(n):
     panels = (images[row], overlay(images[row], masks[row], k),
               overlay(images[row], predictions[row], k))
@@ -52,26 +51,3 @@ def overlays(path: str, images: np.ndarray, masks: np.ndarray, predictions: np.n
   fig.suptitle(title)
   fig.tight_layout(rect=(0, 0.05, 1, 0.97))
   fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
-def learning_curves(path: str, series: Mapping[str, Sequence[tuple[int, float]]],
-                    steps_per_epoch: int,
-                    metrics: Optional[Sequence[str]] = None) -> None:
-  """`series[name] = [(step, value)]` (train.metric_writer.read_metrics); one panel per
-  metric in `metrics` (default: train/eval loss, eval mIoU, eval Dice when present)."""
-  if metrics is None:
-    metrics = [m for m in ('train/loss', 'eval/loss', 'eval/miou', 'eval/dice')
-               if series.get(m)]
-  fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-  for ax, metric in zip(axes[0], metrics):
-    if series.get(metric):
-      steps, values = zip(*series[metric])
-      ax.plot(np.asarray(steps) / steps_per_epoch, values,
-              marker='o' if metric.startswith('eval') else None, markersize=3)
-    ax.set_title(metric)
-    ax.set_xlabel('epoch')
-    ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
