@@ -110,6 +110,7 @@ def check_config(config: Mapping[str, Any]) -> None:
   _check_models(config)
   _check_data_source(config)
   _check_augment(config)
+  _check_evals(config)
 
 
 def _check_models(config: Mapping[str, Any]) -> None:
@@ -126,6 +127,10 @@ def _check_models(config: Mapping[str, Any]) -> None:
         raise ConfigError(f'config.model_names has {name!r}; expected names from '
                           f'config.models: {", ".join(named)}.')
   for field, model_config in models.items():
+    if 'dtype' in model_config:
+      raise ConfigError(f'config.{field}.dtype={model_config["dtype"]!r}: the compute dtype '
+                        "has one field, config.compute_dtype (e.g. 'bfloat16'; parameters "
+                        'stay float32); remove the model\'s dtype.')
     name = model_config['name']
     if name not in MODELS:
       raise ConfigError(f'config.{field}.name={name!r}; expected a registered model: '
@@ -159,3 +164,15 @@ def _check_augment(config: Mapping[str, Any]) -> None:
     augment.build_policy(policy)
   except ValueError as e:
     raise ConfigError(f'config.augment={policy!r}: {e}') from e
+
+
+def _check_evals(config: Mapping[str, Any]) -> None:
+  evals = _get(config, 'evals')
+  if evals in (_MISSING, None):
+    return
+  from train.evaluators import EVALUATORS  # pylint: disable=g-import-not-at-top
+  for name, fields in evals.items():
+    kind = fields.get('type') if hasattr(fields, 'get') else None
+    if kind not in EVALUATORS:
+      raise ConfigError(f'config.evals.{name}.type={kind!r}; expected a registered evaluator: '
+                        f'{", ".join(EVALUATORS.names()) or "none registered (import tasks)"}.')

@@ -7,8 +7,8 @@ returns a function `state -> results`, a dict of numbers (or JSON-able lists and
 of numbers, e.g. a confusion matrix). The loop stores the results of `<name>` as
 `<name>/<key>` in the evaluation history (saved in every checkpoint, so a resumed or
 finished run keeps them) and writes the scalars to metrics.jsonl / TensorBoard as
-`eval/<name>/<key>`. The task's exact sums (train/task.py) are always evaluated too,
-unprefixed. Task packages register their evaluators when imported; `tasks/__init__.py`
+`eval/<name>/<key>`. The task's exact sums (train/task.py) are the first evaluator
+of every run (`sums_evaluator`), unprefixed. Task packages register their evaluators when imported; `tasks/__init__.py`
 imports them all, in one place.
 
 The idea is big_vision's `config.evals`: the loop knows when to evaluate, each
@@ -17,13 +17,19 @@ evaluator knows what.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+import functools
+from typing import Any, Callable, Mapping, Optional
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from data import pipeline
 from data.sources import Source
 from errors import ConfigError
 from registry import Registry
+from train import evaluate, steps
+from train import mesh as mesh_lib
 from train.state import TrainState
 from train.task import Task
 
@@ -35,9 +41,32 @@ Evaluator = Callable[[TrainState], dict[str, Any]]
 class EvalContext:
   """What an evaluator may use besides the state it is given."""
   eval_source: Source
-  batch_size: int  # per prediction call, on one process
+  batch_size: int  # per batch, rounded up to a multiple of the device count
   task: Task       # its inputs_fn feeds the model exactly as in training
   workdir: str
+  mesh: Optional[Mesh] = None  # the loop's data-parallel mesh (None: jit on one device)
+  preprocess_fn: Optional[Callable] = None  # a tf.data map before batching, if any
+
+
+def sums_evaluator(context: EvalContext) -> Evaluator:
+  """The task's exact evaluation: `sums_fn` over every example of the evaluation
+  source, added up in int64 / float64 on the host, then `means_fn` once. Every process
+  reads the whole evaluation set and feeds its rows of each batch, padded ('valid'
+  False) up to a multiple of the device count."""
+  task, mesh, batch_size = context.task, context.mesh or mesh_lib.make_mesh(), context.batch_size
+  replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  eval_fn = jax.jit(functools.partial(steps.eval_step, sums_fn=task.sums_fn,
+                                      inputs_fn=task.inputs_fn),
+                    in_shardings=(replicated, sharded), out_shardings=replicated)
+
+  def evaluate_sums(state: TrainState) -> dict[str, Any]:
+    batches = (mesh_lib.global_batch(mesh_lib.local_slice(b, batch_size, mesh), mesh,
+                                     batch_size)
+               for b in pipeline.as_numpy(pipeline.eval_batches(
+                   context.eval_source.dataset, batch_size=batch_size,
+                   preprocess_fn=context.preprocess_fn)))
+    return task.means_fn(evaluate.accumulate(eval_fn, state, batches))
+  return evaluate_sums
 
 
 def build_evaluators(evals: Mapping[str, Mapping[str, Any]], context: EvalContext
@@ -64,7 +93,7 @@ def run_evaluators(evaluators: Mapping[str, Evaluator], state: TrainState
   results = {}
   for name, evaluator in evaluators.items():
     for key, value in evaluator(state).items():
-      results[f'{name}/{key}'] = _jsonable(value)
+      results[f'{name}/{key}' if name else key] = _jsonable(value)
   return results
 
 

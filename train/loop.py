@@ -205,11 +205,12 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
                                        inputs_fn=task.inputs_fn),
                      in_shardings=(replicated, sharded), out_shardings=replicated,
                      donate_argnums=(0,))
-  eval_fn = jax.jit(functools.partial(steps.eval_step, sums_fn=task.sums_fn,
-                                      inputs_fn=task.inputs_fn),
-                    in_shardings=(replicated, sharded), out_shardings=replicated)
-  named_evaluators = evaluators.build_evaluators(config.get('evals'), evaluators.EvalContext(
-      eval_source=eval_source, batch_size=eval_batch_size, task=task, workdir=workdir))
+  context = evaluators.EvalContext(eval_source=eval_source, batch_size=eval_batch_size,
+                                   task=task, workdir=workdir, mesh=mesh,
+                                   preprocess_fn=preprocess_fn)
+  # The task's exact sums first (unprefixed: 'loss', 'accuracy', ...), then config.evals.
+  named_evaluators = {'': evaluators.sums_evaluator(context),
+                      **evaluators.build_evaluators(config.get('evals'), context)}
   writer = MetricWriter(workdir, enabled=is_main)
   log_every = config.get('log_every_steps', 100)
   history = progress['eval_history']
@@ -223,21 +224,14 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
              desc=workdir.rstrip('/').split('/')[-1], mininterval=2.0, file=sys.stderr)
 
   def run_eval(epoch: int):
-    # Every process reads the whole evaluation set and feeds its rows of each batch;
-    # the batch is padded ('valid' False) up to a multiple of the device count.
-    batches = (mesh_lib.global_batch(mesh_lib.local_slice(b, eval_batch_size, mesh), mesh,
-                                     eval_batch_size)
-               for b in pipeline.as_numpy(pipeline.eval_batches(
-                   eval_source.dataset, batch_size=eval_batch_size,
-                   preprocess_fn=preprocess_fn)))
-    means = task.means_fn(evaluate.accumulate(eval_fn, state, batches))
     results = evaluators.run_evaluators(named_evaluators, state)
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in {**means, **results}.items()
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
                                 if np.ndim(v) == 0 and not isinstance(v, str)})
-    history.append({'epoch': epoch, 'step': step, **means, **results})
+    history.append({'epoch': epoch, 'step': step, **results})
     if is_main:
       bar.write(f'epoch {epoch}: ' + ', '.join(
-          f'{k} {v:.4f}' for k, v in means.items() if np.ndim(v) == 0 and k != 'count'))
+          f'{k} {v:.4f}' for k, v in results.items()
+          if np.ndim(v) == 0 and not isinstance(v, str) and k != 'count' and '/' not in k))
 
   def log_train_metrics(pending_metrics: list[dict]):
     fetched = jax.device_get(pending_metrics)  # one host sync per log interval

@@ -1,0 +1,120 @@
+"""What every experiment's `main` shares, so an experiment file is its config and a few
+lines of wiring: the data sources of `config.data`, the augmentation policy, the
+normalisation of `config.preprocess`, the run's clock, stopping early, markdown tables
+and the report file.
+
+Config blocks this module reads:
+  config.data        the data source's own arguments only (`source`, `data_dir`, ...),
+                     passed to data.sources.build_source as they are;
+  config.preprocess  how images reach the model: `mean`, `std` (per channel or one
+                     number) of the normalisation the step does (train/steps.py);
+  config.augment     an augmentation policy string (data/augment.py), '' for none;
+  config.train_examples / config.train_repeats (optional): the first N training
+                     examples / the training set repeated, each copy augmented anew.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from data.sources import Source, build_source
+from train import distributed
+
+
+def sources(config, eval_split: str) -> tuple[Source, Source]:
+  """(training source, `eval_split` source) from `config.data`."""
+  data_config = config.data.to_dict()
+  train_source = build_source(data_config, 'train')
+  eval_source = build_source(data_config, eval_split)
+  count = config.get('train_examples', 0)
+  if count:
+    count = min(count, train_source.num_examples)
+    train_source = dataclasses.replace(train_source, dataset=train_source.dataset.take(count),
+                                       num_examples=count)
+  repeats = config.get('train_repeats', 1)
+  if repeats > 1:
+    train_source = dataclasses.replace(
+        train_source, dataset=train_source.dataset.repeat(repeats),
+        num_examples=train_source.num_examples * repeats)
+  return train_source, eval_source
+
+
+def augment_fn(config, fill: Optional[Mapping[str, Any]] = None):
+  """The policy of `config.augment` (None for ''); `fill` per feature, e.g. the mask's
+  ignore id for pixels a geometric op uncovers."""
+  if not config.augment:
+    return None
+  from data import augment  # pylint: disable=g-import-not-at-top  (tf ops, built on use)
+  return augment.build_policy(config.augment, **({'fill': dict(fill)} if fill else {}))
+
+
+def normalization(config) -> dict[str, tuple[float, ...]]:
+  """{'mean': ..., 'std': ...} of `config.preprocess`, as tuples (a Task's arguments)."""
+  return {'mean': tuple(float(v) for v in np.ravel(config.preprocess.mean)),
+          'std': tuple(float(v) for v in np.ravel(config.preprocess.std))}
+
+
+def first_examples(source: Source, count: Optional[int] = None) -> dict[str, np.ndarray]:
+  """The first `count` (all) examples of `source` stacked into NumPy arrays."""
+  count = source.num_examples if count is None else min(count, source.num_examples)
+  return next(source.dataset.take(count).batch(count).as_numpy_iterator())
+
+
+def should_report(results: Mapping[str, Any] | Any) -> bool:
+  """False (after saying why) when a run was preempted, or on processes other than 0:
+  every process trains, process 0 alone analyses and reports."""
+  runs = results.values() if isinstance(results, Mapping) else [results]
+  if any(r.preempted for r in runs):
+    print('preempted: rerun the same command to resume from the last checkpoint.')
+    return False
+  return distributed.is_main_process()
+
+
+class Clock:
+  """The whole run's wall time and this process's CPU time since it was made."""
+
+  def __init__(self):
+    self._wall, self._cpu = time.perf_counter(), self._cpu_seconds()
+
+  @staticmethod
+  def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+  @property
+  def wall_seconds(self) -> float:
+    return time.perf_counter() - self._wall
+
+  def summary(self) -> str:
+    # On a shared machine the wall time depends on the other processes; the CPU time
+    # this process used does not.
+    return (f'Whole run: {self.wall_seconds / 60:.1f} min wall, '
+            f'{self._cpu_seconds() - self._cpu:,.0f} CPU seconds (user + system) on '
+            f'{os.cpu_count()} cores.')
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  """Lines of a markdown table; cells are written with str()."""
+  return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+          + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows])
+
+
+def history_table(history: Sequence[Mapping[str, Any]], columns: Mapping[str, str],
+                  digits: int = 4) -> list[str]:
+  """One row per evaluation: 'epoch', then `columns` (title -> history key)."""
+  return markdown_table(['epoch', *columns], [
+      [entry['epoch'], *(f'{entry[key]:.{digits}f}' for key in columns.values())]
+      for entry in history])
+
+
+def write_report(workdir: str, title: str, sections: Sequence[str]) -> str:
+  """Writes `# title` and the sections (markdown) to <workdir>/report.md; returns it."""
+  path = os.path.join(workdir, 'report.md')
+  with open(path, 'w') as f:
+    f.write('\n\n'.join([f'# {title}', *sections]) + '\n')
+  print(f'report: {path}')
+  return path
