@@ -18,13 +18,10 @@ are kept, so one bad write never costs more than the steps since the one before.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import hashlib
 import os
 import sys
-import traceback
 import warnings
 from typing import Any, Callable, Optional
 
@@ -67,43 +64,29 @@ def state_checksum(tree: Any) -> str:
   return digest.hexdigest()
 
 
-def _ignore_reads_finishing_late() -> None:
-  """Reads abandoned by a failed restore may finish after orbax closed their event loop;
-  TensorStore then prints 'RuntimeError: Event loop is closed' with a traceback, from
-  its own threads, at any later time. Installed once a restore failed: drops exactly
-  that error, passes everything else on."""
-  previous = sys.excepthook
-  if getattr(previous, 'redconv_late_reads', False):
+# orbax's coroutine that reads one array; the reads a failed restore abandons outlive it.
+_ORBAX_READ = '_read_array_index_and_device_put'
+
+
+def _silence_abandoned_reads() -> None:
+  """If a restore fails, orbax's other reads of that step are left pending; when they are
+  freed (any time later, down to interpreter exit) each prints a ~60-line 'Exception
+  ignored in: <coroutine ...>' TensorStore spec. The failure is already reported in
+  one warning line: drop exactly these, pass every other unraisable exception on.
+  (TensorStore's threads may still print 'RuntimeError: Event loop is closed' for reads
+  that end after orbax closed its event loop: they bypass every Python hook.)"""
+  if getattr(sys.unraisablehook, 'redconv_abandoned_reads', False):
     return
-
-  def hook(kind, value, tb):
-    frames = traceback.extract_tb(tb)
-    if (kind is RuntimeError and str(value) == 'Event loop is closed' and frames
-        and frames[-1].name == '_check_closed'):
-      return
-    previous(kind, value, tb)
-
-  hook.redconv_late_reads = True
-  sys.excepthook = hook
-
-
-@contextlib.contextmanager
-def _quiet_abandoned_reads():
-  """A failed TensorStore read leaves orbax's other read coroutines pending; when they
-  are freed each prints a ~60-line 'Exception ignored' TensorStore spec. While looking
-  for a checkpoint that restores, free them quietly: each failure is reported once, as
-  a warning line."""
   previous = sys.unraisablehook
-  sys.unraisablehook = lambda unraisable: None
-  try:
-    yield
-  finally:
-    try:
-      with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)  # "coroutine ... never awaited"
-        gc.collect()
-    finally:
-      sys.unraisablehook = previous
+
+  def hook(unraisable):
+    if getattr(getattr(unraisable.object, 'cr_code', None), 'co_name', '') != _ORBAX_READ:
+      previous(unraisable)
+
+  hook.redconv_abandoned_reads = True
+  sys.unraisablehook = hook
+  warnings.filterwarnings('ignore', f"coroutine '{_ORBAX_READ}' was never awaited",
+                          RuntimeWarning)
 
 
 def _reason(error: BaseException) -> str:
@@ -201,10 +184,7 @@ class Checkpointer:
     skipped. Corrupt steps are moved aside with a warning; if none restores, raises
     `CheckpointError` naming the directory.
     """
-    with _quiet_abandoned_reads():
-      return self._restore_newest(template, check)
-
-  def _restore_newest(self, template, check) -> Optional[Restored]:
+    _silence_abandoned_reads()  # before the first read: they may end at any time
     skipped = []
     for step in reversed(self.all_steps()):
       try:
@@ -243,7 +223,6 @@ class Checkpointer:
   def _skip(self, step: int, error: BaseException) -> str:
     """Moves a corrupt step out of the way (so it is never resumed, and the step can be
     saved again) and warns; returns the reason for the summary."""
-    _ignore_reads_finishing_late()
     path = self.step_path(step)
     aside = os.path.join(self._aside_directory(), str(step))
     suffix = 1
