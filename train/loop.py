@@ -237,10 +237,14 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
     fetched = jax.device_get(pending_metrics)  # one host sync per log interval
     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     if not np.isfinite(means['loss']):
+      last = ckpt.latest_step()
       raise NonFiniteLossError(
           f'non-finite training loss ({means["loss"]}) in the {len(fetched)} steps up to '
-          f'step {step}; stopping. The last good checkpoint (step {ckpt.latest_step()}) '
-          f'in {ckpt.directory} is kept.')
+          f'step {step}; stopping. Lower config.optimizer.learning_rate (or clip '
+          'gradients) and rerun' + (
+              f'; the last good checkpoint (step {last}) in {ckpt.directory} is kept (add '
+              '--allow_config_change to continue from it).' if last is not None
+              else '; no checkpoint was saved yet.'))
     writer.write_scalars(step, {**{f'train/{k}': v for k, v in means.items()},
                                 'train/learning_rate': schedule(step - 1)})
     bar.set_postfix(loss=f'{means["loss"]:.4f}')

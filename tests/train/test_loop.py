@@ -81,6 +81,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   chex.assert_trees_all_equal(restored.state.params, good.state.params)
 
 
+def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path):
+  config = _config()
+  config.optimizer.learning_rate = 1e30
+  with pytest.raises(NonFiniteLossError, match=r'up to step 3; stopping. Lower '
+                     r'config.optimizer.learning_rate \(or clip gradients\) and rerun; no '
+                     'checkpoint was saved yet.'):
+    _run(tmp_path, config)
+
+
 def test_batch_larger_than_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='config.batch_size=16 is larger than the training set'):
     _run(tmp_path, train_n=10)
