@@ -1,6 +1,6 @@
 """The shared command line of every experiment: `--workdir` and `--config.*` overrides.
 
-Expected user errors (see `USER_ERRORS`) print one or two lines to stderr, starting
+Expected user errors (see `is_user_error`) print one or two lines to stderr, starting
 `error: `, and exit with status 2; `--debug` shows their traceback. Anything else is
 a bug and keeps its traceback (exit status 1).
 """
@@ -28,12 +28,12 @@ USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryErr
 # Any other OSError is the user's only for these causes (a full disk, a quota, a
 # read-only filesystem), which no code change fixes.
 USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+EXIT_USER_ERROR = 2
 
 
 def is_user_error(error: BaseException) -> bool:
   return isinstance(error, USER_ERRORS) or (isinstance(error, OSError)
                                             and error.errno in USER_ERRNOS)
-EXIT_USER_ERROR = 2
 
 
 def _message(error: BaseException) -> str:
