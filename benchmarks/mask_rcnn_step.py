@@ -16,14 +16,14 @@ greedy NMS pass nms.py had before issue 15 (a `fori_loop` of one box per step,
 `serial_greedy_keep` below) instead of the tiled parallel one.
 
 `--nms_only` times NMS alone instead, as the RPN calls it (vmapped over 16 images,
-IoU 0.7, K boxes in, K / 2 out), both passes, on K = 1000 and 2000 boxes: top-K
+IoU 0.7, K boxes in, all kept ones out), both passes, on K = 1000 and 2000 boxes: top-K
 anchors of an 800x800 image scored at random (an untrained RPN) or by their overlap
 with 10 objects (a trained one: crowded proposals), and a chain of boxes that each
 suppress the next (the worst case of the parallel pass).
 
   PYTHONPATH=. python benchmarks/mask_rcnn_step.py        # ~5 min on 2 CPU cores
   PYTHONPATH=. python benchmarks/mask_rcnn_step.py --nms serial --output /tmp/serial.md
-  PYTHONPATH=. python benchmarks/mask_rcnn_step.py --nms_only   # ~2 min
+  PYTHONPATH=. python benchmarks/mask_rcnn_step.py --nms_only   # ~1 min
 """
 from __future__ import annotations
 
@@ -142,11 +142,11 @@ def nms_inputs(kind: str, num_boxes: int, batch_size: int, seed: int = 0):
 
 def measure_nms(kind: str, num_boxes: int, pass_name: str, *, batch_size: int,
                 repeats: int) -> tuple[list, np.ndarray]:
-  """A table row, and the kept indices (-1 in empty slots) `[B, K / 2]`."""
+  """A table row, and the kept indices (-1 in empty slots) `[B, K]`."""
   boxes, scores = nms_inputs(kind, num_boxes, batch_size)
   with nms_pass(pass_name):
     run_nms = jax.jit(jax.vmap(functools.partial(
-        nms_lib.nms, iou_threshold=0.7, max_outputs=num_boxes // 2)))
+        nms_lib.nms, iou_threshold=0.7, max_outputs=num_boxes)))
     with common.Clock() as warmup:
       indices, keep_valid = jax.block_until_ready(run_nms(boxes, scores))
     times = common.timed_repeats(lambda: jax.block_until_ready(run_nms(boxes, scores)),
@@ -156,6 +156,13 @@ def measure_nms(kind: str, num_boxes: int, pass_name: str, *, batch_size: int,
           f'{1e3 * batch_size / result["items_per_cpu_s"]:.1f}',
           f'{np.asarray(keep_valid).sum(1).mean():.0f}', f'{result["load_1min"]:.2f}'
           ], np.where(keep_valid, indices, -1)
+
+
+def write_table(path: str, title: str, intro: str, headers: list, rows: list,
+                notes: str) -> None:
+  table = common.markdown_table(headers, rows)
+  common.write_report(path, title, intro, table, notes)
+  print(table)
 
 
 def main_nms_only(args) -> None:
@@ -171,21 +178,19 @@ def main_nms_only(args) -> None:
       if not np.array_equal(kept['serial'], kept['parallel']):
         raise AssertionError(f'mask_rcnn_step.py: the two NMS passes disagree on {kind}, '
                              f'K = {num_boxes}.')
-  table = common.markdown_table(
-      ['input', 'K', 'greedy pass', 'ms (median)', 'CPU ms (median)', 'kept / image',
-       'load'], rows)
   intro = (f'`models.mask_rcnn.nms.nms` alone, jitted and vmapped over {args.batch_size} '
-           f'images, IoU 0.7, K boxes in and K / 2 out; {args.repeats} timed calls after '
-           'a warm-up call. "serial" is the pass before issue 15 (one box per '
+           f'images, IoU 0.7, K boxes in and all kept ones out; {args.repeats} timed '
+           'calls after a warm-up call. "serial" is the pass before issue 15 (one box per '
            'fori_loop step), "parallel" the tiled fixed point now in nms.py.\n\n'
            + common.machine_description(['jax', 'jaxlib']))
   notes = ('Both passes keep the same boxes (tests/models/mask_rcnn/test_nms.py checks '
            'the parallel one against a NumPy greedy reference). The parallel pass takes '
            'a few serial steps per tile of 256 boxes where the serial one takes K; the '
            'chain is its worst case, about K steps as well.')
-  common.write_report(args.output or 'benchmarks/results/mask_rcnn_nms.md',
-                      'Greedy NMS: serial vs parallel pass', intro, table, notes)
-  print(table)
+  write_table(args.output or 'benchmarks/results/mask_rcnn_nms.md',
+              'Greedy NMS: serial vs parallel pass', intro,
+              ['input', 'K', 'greedy pass', 'ms (median)', 'CPU ms (median)', 'kept / image',
+               'load'], rows, notes)
 
 
 def main_steps(args) -> None:
@@ -204,9 +209,6 @@ def main_steps(args) -> None:
         rows.append(measure(name, kwargs, data_dir, batch_size=args.batch_size,
                             steps_n=args.steps, repeats=args.repeats, fed=fed, dtype=dtype))
         print(rows[-1], flush=True)
-  table = common.markdown_table(
-      ['config', 'compute dtype', 'parameters', 'img/s (median)', 'img/CPU-s', 'warm-up s',
-       'load'], rows)
   intro = (f'Mask R-CNN train step on 64x64 synthetic shapes, batch {args.batch_size}, '
            f'{args.repeats} x {args.steps} steps after a warm-up repeat, {args.nms} '
            'greedy NMS pass (see `--nms`).\n\n'
@@ -216,9 +218,10 @@ def main_steps(args) -> None:
            'a CPU, so the RoI counts and head widths set the speed (first two rows). The '
            'gap between the first and last rows is what the real input path costs (PNG '
            'decode in a Python generator, augmentation, batching).')
-  common.write_report(args.output or 'benchmarks/results/mask_rcnn_step.md',
-                      'Mask R-CNN training throughput', intro, table, notes)
-  print(table)
+  write_table(args.output or 'benchmarks/results/mask_rcnn_step.md',
+              'Mask R-CNN training throughput', intro,
+              ['config', 'compute dtype', 'parameters', 'img/s (median)', 'img/CPU-s',
+               'warm-up s', 'load'], rows, notes)
 
 
 def main() -> None:
