@@ -51,6 +51,7 @@ import tensorflow as tf
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from errors import UserError
 from data.coco_images import check_images, load_image
 from data.sources import SOURCES, Source
 
@@ -64,7 +65,7 @@ SPLIT_FALLBACKS = {'train': ('train2017',), 'val': ('val2017',),
 BBOX_SLACK = 1.0
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(UserError, ValueError):
   """A COCO JSON does not fit the instances schema; the message names the file and field."""
 
 

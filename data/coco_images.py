@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from errors import UserError
+
 # A PNG's last chunk: length 0, type IEND, its CRC. A JPEG's last marker: EOI.
 PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'
 JPEG_END = b'\xff\xd9'
 
 
-class CocoImageError(ValueError):
+class CocoImageError(UserError, ValueError):
   """An image listed in a COCO JSON cannot be used; the message names the file and id."""
 
 

@@ -38,6 +38,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from errors import UserError
 from data import coco
 from data.sources import SOURCES, Source
 
@@ -45,7 +46,7 @@ from data.sources import SOURCES, Source
 _LABEL_MODES = ('I;16', 'I;16B', 'I;16L', 'I')
 
 
-class LabelFormatError(ValueError):
+class LabelFormatError(UserError, ValueError):
   """A split list, image or label image does not fit the layout; the message names the file."""
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from errors import UserError
 from data.sources import SOURCES, Source
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -39,7 +40,7 @@ CAMVID_IGNORE = 11
 ISBI_CLASSES = ('membrane', 'cell')  # label value 0 -> 0 (membrane), 255 -> 1 (cell)
 
 
-class SegFolderError(ValueError):
+class SegFolderError(UserError, ValueError):
   """A segmentation folder is not as expected; the message names the file."""
 
 
