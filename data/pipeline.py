@@ -21,15 +21,6 @@ AugmentFn = Callable[[Features, tf.Tensor], Features]
 _EPOCH_STRIDE = 1_000_003  # keeps (epoch, index) pairs apart in the seed space
 
 
-def normalize_image(features: Features, mean: float | tuple = 0.0,
-                    std: float | tuple = 1.0) -> Features:
-  """uint8 image -> float32 `(image / 255 - mean) / std`; other keys unchanged."""
-  features = dict(features)
-  image = tf.cast(features['image'], tf.float32) / 255.0
-  features['image'] = (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-  return features
-
-
 def example_seed(seed: int, epoch: int | tf.Tensor, index: tf.Tensor) -> tf.Tensor:
   """A stateless seed [2] int64 for one example in one epoch."""
   return tf.stack([tf.constant(seed, tf.int64),

@@ -170,6 +170,13 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   eval_batch_size = mesh_lib.round_up_to_devices(config['eval_batch_size'], mesh)
   num_classes = len(train_source.class_names)
   model = _with_compute_dtype(model, config.get('compute_dtype'))
+  context = evaluators.EvalContext(eval_source=eval_source, batch_size=eval_batch_size,
+                                   task=task, workdir=workdir, mesh=mesh,
+                                   preprocess_fn=preprocess_fn)
+  # Built before any work, so a bad config.evals entry stops the run at once.
+  # The task's exact sums first (unprefixed: 'loss', 'accuracy', ...), then config.evals.
+  named_evaluators = {'': evaluators.sums_evaluator(context),
+                      **evaluators.build_evaluators(config.get('evals'), context)}
   num_epochs = config['num_epochs']
   total_steps = num_epochs * steps_per_epoch
   tx, schedule = optimizer.build_optimizer(config['optimizer'], total_steps)
@@ -205,12 +212,6 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
                                        inputs_fn=task.inputs_fn),
                      in_shardings=(replicated, sharded), out_shardings=replicated,
                      donate_argnums=(0,))
-  context = evaluators.EvalContext(eval_source=eval_source, batch_size=eval_batch_size,
-                                   task=task, workdir=workdir, mesh=mesh,
-                                   preprocess_fn=preprocess_fn)
-  # The task's exact sums first (unprefixed: 'loss', 'accuracy', ...), then config.evals.
-  named_evaluators = {'': evaluators.sums_evaluator(context),
-                      **evaluators.build_evaluators(config.get('evals'), context)}
   writer = MetricWriter(workdir, enabled=is_main)
   log_every = config.get('log_every_steps', 100)
   history = progress['eval_history']

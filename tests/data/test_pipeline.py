@@ -46,11 +46,6 @@ def test_augment_fn_gets_a_distinct_stateless_seed_per_example_and_epoch():
   assert not set(epoch0.values()) & set(seeds(1).values())
 
 
-def test_normalize_image():
-  out = pipeline.normalize_image({'image': tf.constant([[[0]], [[255]]], tf.uint8)}, 0.5, 0.25)
-  np.testing.assert_allclose(out['image'].numpy().ravel(), [-2.0, 2.0])
-
-
 def test_batches_without_per_example_functions_match_the_mapped_path():
   # With nothing to map, batches are formed before the index is dropped (fast path);
   # they must equal the per-example path's batches, order included.

@@ -42,8 +42,8 @@ def _train(workdir, devices=None, **overrides):
   # Dropout on: its masks are drawn for the global batch, whatever the process count.
   return train_and_evaluate(
       config, str(workdir), model=CNN(num_classes=3, widths=(4, 8), dense_width=16),
-      train_source=band_source(64, 0), eval_source=band_source(40, 1), task=classification_task(),
-      devices=devices, preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
+      train_source=band_source(64, 0), eval_source=band_source(40, 1), task=classification_task(mean=0.3, std=0.3),
+      devices=devices)
 
 
 def _flat(tree):

@@ -71,8 +71,7 @@ def _train_worker(workdir, out, kill_after_save_at=None):
       optimizer=dict(name='adamw', learning_rate=1e-3, warmup_steps=2, weight_decay=1e-4)))
   result = train_and_evaluate(
       config, workdir, model=CNN(num_classes=3, widths=(4,), dense_width=8), task=
-      classification_task(), train_source=source, eval_source=source,
-      preprocess_fn=lambda f: pipeline.normalize_image(f, 0.5, 0.3))
+      classification_task(mean=0.5, std=0.3), train_source=source, eval_source=source)
   np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in
                    jax.tree_util.tree_leaves_with_path(result.state.params)})
   print(json.dumps({'preempted': result.preempted, 'step': int(result.state.step),

@@ -5,7 +5,6 @@ import chex
 import ml_collections
 import pytest
 
-from data import pipeline
 from models.cnn import CNN
 from tasks.classification.task import classification_task
 from train.loop import NonFiniteLossError, train_and_evaluate
@@ -26,8 +25,7 @@ def _run(workdir, config=None, max_steps=None, train_n=100):
   return train_and_evaluate(
       config or _config(), str(workdir), model=CNN(num_classes=3, widths=(4, 8), dense_width=16),
       train_source=band_source(train_n, 0), eval_source=band_source(70, 1),
-      task=classification_task(), max_steps=max_steps,
-      preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
+      task=classification_task(mean=0.3, std=0.3), max_steps=max_steps)
 
 
 def test_trains_evaluates_every_example_and_logs(tmp_path):

@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data import pipeline
 from models.cnn import CNN
 from tasks.classification.task import classification_task
 from train.loop import train_and_evaluate
@@ -27,8 +26,7 @@ def test_the_run_starts_from_init_fns_variables(tmp_path):
   result = train_and_evaluate(
       config, str(tmp_path), model=CNN(num_classes=3, widths=(4, 8), dense_width=16),
       train_source=band_source(32, 0), eval_source=band_source(16, 1),
-      task=classification_task(), max_steps=1, init_fn=init_fn,
-      preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
+      task=classification_task(mean=0.3, std=0.3), max_steps=1, init_fn=init_fn)
   assert seen and 'params' in seen[0]
   leaves = jax.tree_util.tree_leaves(result.state.params)
   np.testing.assert_array_equal(np.concatenate([np.ravel(x) for x in leaves]), 0.5)

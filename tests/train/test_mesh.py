@@ -11,7 +11,6 @@ import numpy as np
 import optax
 import pytest
 
-from data import pipeline
 from models.cnn import CNN
 from models.mlp import MLP
 from train import mesh as mesh_lib
@@ -120,8 +119,7 @@ def _run(workdir, devices, config=None, max_steps=None, train_source=None, model
       config or _config(), str(workdir),
       model=model or CNN(num_classes=3, widths=(4, 8), dense_width=16),
       train_source=train_source or band_source(100, 0), eval_source=band_source(70, 1),
-      task=classification_task(), max_steps=max_steps, devices=devices,
-      preprocess_fn=lambda f: pipeline.normalize_image(f, 0.3, 0.3))
+      task=classification_task(mean=0.3, std=0.3), max_steps=max_steps, devices=devices)
 
 
 def test_checkpoint_saved_on_4_devices_resumes_on_2_with_the_same_result(tmp_path):

@@ -92,12 +92,20 @@ def test_dropout_key_depends_on_step_so_replays_are_identical():
   assert jnp.all(jnp.isfinite(jax.flatten_util.ravel_pytree(a.params)[0]))
 
 
-def test_normalized_image_inputs_match_the_pipeline_normalisation():
-  import tensorflow as tf  # noqa: F401  (data.pipeline imports it)
-  from data import pipeline
+def test_normalized_image_inputs_are_the_float32_arithmetic_to_the_last_bit():
+  # NumPy's float32 division is IEEE, as TensorFlow's (the tf.data normalisation every
+  # seeded result before the restructure used); XLA's own `x / 255` would differ.
   images = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3)).astype(np.uint8)
+  images[0, 0, :3, 0] = [0, 128, 255]
   mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
   (got,) = jax.jit(steps.normalized_image_inputs(mean, std))({'image': images})
-  expected = pipeline.normalize_image({'image': images}, mean, std)['image'].numpy()
+  expected = ((images.astype(np.float32) / np.float32(255.0) - np.float32(mean))
+              / np.float32(std))
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(got), expected)
+  (grey,) = jax.jit(steps.normalized_image_inputs(0.3, 0.3))({'image': images[..., :1]})
+  np.testing.assert_array_equal(
+      np.asarray(grey), (images[..., :1].astype(np.float32) / np.float32(255.0)
+                         - np.float32(0.3)) / np.float32(0.3))
+  with pytest.raises(TypeError, match=r"batch\['image'\] is float32 \[4, 5, 5, 3\]; expected uint8"):
+    steps.normalized_image_inputs(mean, std)({'image': images.astype(np.float32)})
