@@ -74,6 +74,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'optimizer.b1': (_below_one, 'a number in [0, 1)'),
     'optimizer.b2': (_below_one, 'a number in [0, 1)'),
     'optimizer.momentum': (_below_one, 'a number in [0, 1)'),
+    'preprocess.mean': (lambda v: _is_number(v) or (isinstance(v, (tuple, list)) and v and all(
+        _is_number(x) for x in v)), 'a number or one number per channel'),
+    'preprocess.std': (lambda v: _positive_number(v) or (isinstance(v, (tuple, list)) and v and all(
+        _positive_number(x) for x in v)), 'a positive number or one per channel'),
 }
 
 

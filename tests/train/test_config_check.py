@@ -73,3 +73,20 @@ def test_a_plain_dict_with_only_the_loop_fields_passes():
                 'optimizer': {'name': 'sgd', 'learning_rate': 0.1}})
   with pytest.raises(ConfigError, match='config.seed=1.5; expected an integer'):
     check_config(ml_collections.ConfigDict({'seed': 1.5}))
+
+
+@pytest.mark.parametrize('config, message', [
+    ({'model': {'name': 'cnn', 'dtype': 'bfloat16'}},
+     r"config.model.dtype='bfloat16': the compute dtype has one field, config.compute_dtype"),
+    ({'models': {'cnn': {'name': 'cnn', 'dtype': 'float32'}}},
+     r"config.models.cnn.dtype='float32': the compute dtype has one field"),
+    ({'preprocess': {'mean': 0.5, 'std': 0.0}},
+     r'config.preprocess.std=0.0; expected a positive number or one per channel'),
+    ({'preprocess': {'mean': (0.5, 'a'), 'std': 1.0}},
+     r"config.preprocess.mean=\(0.5, 'a'\); expected a number or one number per channel"),
+    ({'evals': {'shift': {'type': 'no_such_evaluator'}}},
+     r"config.evals.shift.type='no_such_evaluator'; expected a registered evaluator"),
+])
+def test_one_compute_dtype_field_normalisation_and_evaluators_are_checked(config, message):
+  with pytest.raises(ConfigError, match=message):
+    check_config(ml_collections.ConfigDict(config))
