@@ -55,7 +55,7 @@ def test_runlocal_writes_the_report_and_figures(tmp_path):
   again = subprocess.run(_command(tmp_path), cwd=REPO, env=_env(), capture_output=True,
                          text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert 'epoch 1:' not in again.stderr and 'epoch 1:' in out.stderr
+  assert 'epoch 1:' not in again.stdout and 'epoch 1:' in out.stdout
   rewritten = (tmp_path / 'report.md').read_text()
   assert all(row in rewritten for row in shift_rows)
   assert rewritten.split('### Accuracy')[1] == report.split('### Accuracy')[1]
