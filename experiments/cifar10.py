@@ -133,9 +133,10 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                         {config.model.name: result.steps_per_epoch})
   note = run_record.changes_note(result.config_changes)
   tables = '\n'.join([
-      *common.markdown_table(*figures.runs_table({config.model.name: result}, config.batch_size, {
-          'without flip TTA': [f'{final["no_tta/accuracy"]:.4f}'],
-          'whole run (min)': [f'{clock.wall_seconds / 60:.1f}']})),
+      *common.markdown_table(*figures.runs_table(
+          {config.model.name: result}, config.batch_size,
+          {'without flip TTA': [f'{final["no_tta/accuracy"]:.4f}'],
+           'whole run (min)': [f'{clock.wall_seconds / 60:.1f}']})),
       '', '### Test accuracy during training', '',
       *common.history_table(result.eval_history, {'accuracy': 'accuracy', 'loss': 'loss'}),
       '', '### Per-class test accuracy', '', *common.markdown_table(*figures.per_class_table(
