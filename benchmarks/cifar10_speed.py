@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
   return {
       'device': f'{device.platform}: {getattr(device, "device_kind", "")} '
                 f'({os.cpu_count()} host cores)',
-      'model': config.model.name, 'dtype': config.model.get('dtype', 'float32'),
+      'model': config.model.name, 'dtype': config.compute_dtype or 'float32',
       'batch': config.batch_size, 'epochs': config.num_epochs,
       'train_images': train_source.num_examples,
       'accuracy': result.final_eval['accuracy'], 'target': args.target,

@@ -25,16 +25,24 @@ from data.sources import Source, build_source
 from train import distributed
 
 
-def sources(config, eval_split: str) -> tuple[Source, Source]:
-  """(training source, `eval_split` source) from `config.data`."""
+def sources(config, eval_split: str, subset_seed: Optional[int] = None
+            ) -> tuple[Source, Source]:
+  """(training source, `eval_split` source) from `config.data`. With `subset_seed`, the
+  `train_examples` are the first of a seeded shuffle (a class-balanced subset of a
+  source sorted by class), not the first of the source."""
   data_config = config.data.to_dict()
   train_source = build_source(data_config, 'train')
   eval_source = build_source(data_config, eval_split)
   count = config.get('train_examples', 0)
   if count:
     count = min(count, train_source.num_examples)
-    train_source = dataclasses.replace(train_source, dataset=train_source.dataset.take(count),
-                                       num_examples=count)
+    dataset = train_source.dataset
+    if subset_seed is None:
+      dataset = dataset.take(count)
+    else:  # cached: else every epoch reads the whole source to shuffle it
+      dataset = dataset.shuffle(train_source.num_examples, seed=subset_seed,
+                                reshuffle_each_iteration=False).take(count).cache()
+    train_source = dataclasses.replace(train_source, dataset=dataset, num_examples=count)
   repeats = config.get('train_repeats', 1)
   if repeats > 1:
     train_source = dataclasses.replace(

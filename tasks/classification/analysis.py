@@ -1,10 +1,10 @@
-"""Post-training analysis of a classifier: predictions, confusion matrix, shift robustness."""
+"""The numbers and maps behind a classifier's evaluators and figures, on the host:
+the class confusion matrix, accuracy on translated images, first-layer feature maps."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,32 +12,18 @@ from train import steps
 from train.state import TrainState
 
 
-# One jitted function for the module: a new jit wrapper per call would recompile on every
-# call (shift_accuracy makes 17 calls per model).
-_predict = jax.jit(steps.predict_step)
-
-
-def predict_logits(state: TrainState, images: np.ndarray, batch_size: int = 1000,
-                   normalize_fn: Callable[[np.ndarray], np.ndarray] | None = None
-                   ) -> np.ndarray:
-  """Logits `[N, K]` for `images` `[N, H, W, C]`; the last batch is padded, then cut."""
-  outputs = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    n = len(chunk)
-    if n < batch_size:  # pad so every call has the same shape: one compilation
-      chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
-    if normalize_fn is not None:
-      chunk = normalize_fn(chunk)
-    outputs.append(np.asarray(_predict(state, {'image': chunk}))[:n])
-  return np.concatenate(outputs)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int
-                     ) -> np.ndarray:
-  """`[K, K]` counts: row = true class, column = predicted class."""
+def class_confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int
+                    ) -> np.ndarray:
+  """int64 `[K, K]` counts of examples (labels and predictions `[N]`): row = true class,
+  column = predicted class. (tasks/segmentation/confusion.py counts pixels, on device.)"""
   return np.bincount(labels * num_classes + predictions,
                      minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+  """float64 `[K]`: the fraction of each true class predicted right (0 for a class with
+  no examples)."""
+  return np.diag(matrix) / np.maximum(matrix.sum(1), 1)
 
 
 def shift_images(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -52,27 +38,29 @@ def shift_images(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
   return out
 
 
-def shift_accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray,
-                   shifts: tuple[int, ...], normalize_fn: Callable | None = None,
-                   batch_size: int = 1000) -> dict[int, float]:
-  """Accuracy when every test image is shifted by s pixels, averaged over the four
-  directions (right, left, down, up); s = 0 is the plain test accuracy."""
+def shift_accuracy(predict_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                   labels: np.ndarray, shifts: Sequence[int]) -> dict[int, float]:
+  """{s: accuracy} when every image `[N, H, W, C]` is shifted by s pixels, the mean over
+  the four directions (right, left, down, up); s = 0 is the plain accuracy.
+  `predict_fn` maps images to predicted classes `[N]`."""
   result = {}
   for s in shifts:
     directions = [(0, 0)] if s == 0 else [(0, s), (0, -s), (s, 0), (-s, 0)]
-    accs = []
-    for dy, dx in directions:
-      logits = predict_logits(state, shift_images(images, dy, dx), batch_size, normalize_fn)
-      accs.append(float((logits.argmax(-1) == labels).mean()))
-    result[s] = float(np.mean(accs))
+    accs = [float((predict_fn(shift_images(images, dy, dx)) == labels).mean())
+            for dy, dx in directions]
+    result[int(s)] = float(np.mean(accs))
   return result
 
 
-def first_conv_maps(state: TrainState, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(first conv kernel `[kh, kw, C_in, F]`, its feature maps on `image` `[H, W, F]`)."""
+def first_conv_maps(state: TrainState, image: np.ndarray,
+                    inputs_fn: steps.InputsFn = steps.image_inputs
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """(first conv kernel `[kh, kw, C_in, F]`, its feature maps `[H, W, F]` on `image`
+  `[H, W, C]` as the step receives it, e.g. uint8 with the task's normalising
+  `inputs_fn`)."""
   variables = {'params': state.params, **state.model_state}
   _, inter = state.apply_fn(
-      variables, image[None], train=False,
+      variables, *inputs_fn({'image': image[None]}), train=False,
       capture_intermediates=lambda mdl, method: isinstance(mdl, nn.Conv))
   convs = inter['intermediates']
   first = sorted(convs, key=lambda name: int(name.split('_')[-1]))[0]

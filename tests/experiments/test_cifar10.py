@@ -1,10 +1,7 @@
-"""The CIFAR-10 experiment: flip averaging, configs, and one tiny end-to-end run."""
+"""The CIFAR-10 experiment: configs, and one tiny end-to-end run whose report comes from
+the final evaluation (FlipAveraged itself: tests/models/test_flip_averaged.py)."""
 import os
 
-import chex
-import flax
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,59 +11,12 @@ from experiments import cifar10
 from train import distributed
 
 
-class _Linear(nn.Module):
-  """Not mirror-symmetric, so flip averaging changes its output."""
-
-  @nn.compact
-  def __call__(self, x, train=False):
-    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-
-
-def test_flip_averaging_only_in_evaluation():
-  model = cifar10.FlipAveraged(_Linear())
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 5, 3))
-  variables = model.init(jax.random.PRNGKey(1), x)
-  inner = {'params': variables['params']['model']}
-  plain = _Linear().apply(inner, x)
-  mirrored = _Linear().apply(inner, x[:, :, ::-1])
-  chex.assert_trees_all_close(model.apply(variables, x, train=False), (plain + mirrored) / 2,
-                              atol=1e-6)
-  chex.assert_trees_all_close(model.apply(variables, x, train=True), plain, atol=1e-6)
-  off = cifar10.FlipAveraged(_Linear(), enabled=False)
-  chex.assert_trees_all_close(off.apply(variables, x, train=False), plain, atol=1e-6)
-
-
-def test_compute_dtype_reaches_the_wrapped_model():
-  from train.loop import _with_compute_dtype  # pylint: disable=g-import-not-at-top
-  config = cifar10.get_config('runlocal')
-  config.model.widths = (8, 8, 8)
-  model = cifar10.build_classifier(config, 10)
-  bf16 = _with_compute_dtype(model, 'bfloat16')
-  assert bf16.dtype == jnp.bfloat16 and bf16.model.dtype == jnp.bfloat16
-  assert model.model.dtype == jnp.float32  # the original is left alone
-  x = jnp.zeros((2, 32, 32, 3))
-  variables = model.init(jax.random.PRNGKey(0), x)
-  # Same parameters (names, float32) for both; the convolutions run in bfloat16.
-  chex.assert_trees_all_equal_structs(variables, bf16.init(jax.random.PRNGKey(0), x))
-
-  def conv_dtypes(module):
-    _, state = module.apply(variables, x, capture_intermediates=True)
-    return {leaf.dtype for path, v in flax.traverse_util.flatten_dict(
-        state['intermediates']).items() if 'Conv_0' in path
-            for leaf in jax.tree_util.tree_leaves(v)}
-  assert conv_dtypes(bf16) == {jnp.dtype(jnp.bfloat16)}
-  assert conv_dtypes(model) == {jnp.dtype(jnp.float32)}
-
-
 def test_only_the_main_process_analyses_and_writes(tmp_path, monkeypatch):
   trained = type('Result', (), {'preempted': False})()
   monkeypatch.setattr(distributed, 'is_main_process', lambda: False)
   monkeypatch.setattr(cifar10, 'sources', lambda config: (None, None))
   monkeypatch.setattr(cifar10, 'train', lambda *args: trained)
-
-  def analyse(*args):
-    raise AssertionError('analyse (figures) ran on a process other than 0')
-  monkeypatch.setattr(cifar10, 'analyse', analyse)
+  # A report would read the final evaluation: a TrainResult without one fails loudly.
   assert cifar10.main(cifar10.get_config('runlocal'), str(tmp_path)) is trained
   assert os.listdir(tmp_path) == []  # no report.md, no figures
 
@@ -75,7 +25,9 @@ def test_config_variants():
   for variant in ('cpu', 'gpu', 'runlocal'):
     config = cifar10.get_config(variant)
     assert config.label_smoothing == 0.2 and config.optimizer.name == 'nesterov'
-  assert cifar10.get_config('gpu').model.dtype == 'bfloat16'
+    assert 'dtype' not in config.model
+  assert cifar10.get_config('gpu').compute_dtype == 'bfloat16'
+  assert cifar10.get_config('cpu').compute_dtype == ''  # float32
   with pytest.raises(ValueError, match='cpu, gpu or runlocal'):
     cifar10.get_config('tpu')
 
@@ -115,6 +67,15 @@ def test_tiny_end_to_end_run_writes_the_report(tmp_path):
   assert np.isfinite(result.final_eval['loss'])
   for name in ('report.md', 'learning_curves.png', 'confusion.png', 'misclassified.png'):
     assert os.path.exists(os.path.join(workdir, name)), name
+  final = result.final_eval
+  matrix = np.asarray(final['confusion/matrix'])
+  assert matrix.shape == (10, 10) and matrix.sum() == 16
+  assert np.trace(matrix) / 16 == final['accuracy']  # the same predictions as the sums
+  assert 0.0 <= final['no_tta/accuracy'] <= 1.0
   with open(os.path.join(workdir, 'report.md')) as f:
-    assert 'CPU seconds' in f.read()
+    report = f.read()
+  assert 'CPU seconds' in report
+  assert f'| {final["no_tta/accuracy"]:.4f} |' in report
+  per_class = final['confusion/per_class_accuracy']
+  assert f'| {cifar10_data.CLASS_NAMES[0]} | {per_class[0]:.3f} |' in report
   assert jnp.float32 == result.state.params['model']['Dense_0']['kernel'].dtype

@@ -38,6 +38,27 @@ def test_runlocal_writes_the_report_and_figures(tmp_path):
   assert 'Evaluated on all 10,000 test images.' in report
   assert '| MLP |' in report and '| CNN |' in report and 'shift (px)' in report
   assert '| MLP |' in out.stdout  # tables printed at the end
+  # The report's numbers are the evaluators' results stored with the last checkpoint.
+  from train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  final = {m: Checkpointer(str(tmp_path / m / 'checkpoints')).newest_record()[1][
+      'progress']['eval_history'][-1] for m in ('mlp', 'cnn')}
+  shift_rows = [f'| {s} | {final["mlp"][f"shift/accuracy_{s}px"]:.4f} | '
+                f'{final["cnn"][f"shift/accuracy_{s}px"]:.4f} |' for s in range(5)]
+  assert all(row in report for row in shift_rows), shift_rows
+  assert final['cnn']['shift/accuracy_0px'] == final['cnn']['accuracy']
+  trouser = [final[m]['confusion/per_class_accuracy'][1] for m in ('mlp', 'cnn')]
+  assert f'| Trouser | {trouser[0]:.3f} | {trouser[1]:.3f} |' in report
+
+  # Rerun when finished: the report is written again from the checkpoints, without
+  # training or evaluating.
+  (tmp_path / 'report.md').unlink()
+  again = subprocess.run(_command(tmp_path), cwd=REPO, env=_env(), capture_output=True,
+                         text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'epoch 1:' not in again.stdout and 'epoch 1:' in out.stdout
+  rewritten = (tmp_path / 'report.md').read_text()
+  assert all(row in rewritten for row in shift_rows)
+  assert rewritten.split('### Accuracy')[1] == report.split('### Accuracy')[1]
 
 
 def _checkpoints(path):
