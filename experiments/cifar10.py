@@ -65,7 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augment = 'flip_lr|pad_crop(2)'
   config.compute_dtype = ''  # '' = float32
   config.evals = ml_collections.ConfigDict(dict(
-      confusion=dict(type='confusion', misclassified=32, misclassified_stride=97),
+      confusion=dict(type='confusion', misclassified=32, misclassified_stride=97,
+                     every_epochs=0),  # at the end only
       no_tta=dict(type='accuracy', model_fields=dict(enabled=False))))
   if variant == 'gpu':
     # airbench94's layout and budget; its 94% also relies on a frozen whitening

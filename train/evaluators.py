@@ -69,29 +69,51 @@ def sums_evaluator(context: EvalContext) -> Evaluator:
   return evaluate_sums
 
 
+@dataclasses.dataclass(frozen=True)
+class Scheduled:
+  """An evaluator and the epochs it runs at: every `every_epochs`-th evaluation epoch
+  (1: every evaluation) and always at the end of training (0: only there)."""
+  evaluator: Evaluator
+  every_epochs: int = 1
+
+  def due(self, epoch: int, final: bool) -> bool:
+    return final or (self.every_epochs > 0 and epoch % self.every_epochs == 0)
+
+
 def build_evaluators(evals: Mapping[str, Mapping[str, Any]], context: EvalContext
-                     ) -> dict[str, Evaluator]:
-  """{name: evaluator} for `config.evals`; a bad entry is a ConfigError naming it."""
+                     ) -> dict[str, Scheduled]:
+  """{name: scheduled evaluator} for `config.evals`; a bad entry is a ConfigError naming
+  it. Besides `type`, an entry may set `every_epochs` (see `Scheduled`); the other
+  fields are the evaluator's arguments."""
   built = {}
   for name, fields in (evals or {}).items():
     fields = dict(fields)
     kind = fields.pop('type', None)
+    every_epochs = fields.pop('every_epochs', 1)
+    if not isinstance(every_epochs, int) or isinstance(every_epochs, bool) or every_epochs < 0:
+      raise ConfigError(f'config.evals.{name}.every_epochs={every_epochs!r}: expected an '
+                        'integer >= 0 (0: only at the end of training).')
     if kind not in EVALUATORS:
       raise ConfigError(f'config.evals.{name}.type={kind!r}: expected one of '
                         f'{EVALUATORS.names()} (a task package registers its evaluators '
                         'when imported: import tasks).')
     try:
-      built[name] = EVALUATORS.get(kind)(context, **fields)
+      built[name] = Scheduled(EVALUATORS.get(kind)(context, **fields), every_epochs)
     except TypeError as e:
       raise ConfigError(f'config.evals.{name} ({kind}): {e}') from e
   return built
 
 
-def run_evaluators(evaluators: Mapping[str, Evaluator], state: TrainState
-                   ) -> dict[str, Any]:
-  """All results, flat: {'<name>/<key>': value}."""
+def run_evaluators(evaluators: Mapping[str, Evaluator | Scheduled], state: TrainState,
+                   epoch: int = 0, final: bool = True) -> dict[str, Any]:
+  """The results of the evaluators due at `epoch` (all if `final`), flat:
+  {'<name>/<key>': value}; the evaluator named '' is unprefixed."""
   results = {}
   for name, evaluator in evaluators.items():
+    if isinstance(evaluator, Scheduled):
+      if not evaluator.due(epoch, final):
+        continue
+      evaluator = evaluator.evaluator
     for key, value in evaluator(state).items():
       results[f'{name}/{key}' if name else key] = _jsonable(value)
   return results

@@ -225,7 +225,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
              desc=workdir.rstrip('/').split('/')[-1], mininterval=2.0, file=sys.stderr)
 
   def run_eval(epoch: int):
-    results = evaluators.run_evaluators(named_evaluators, state)
+    results = evaluators.run_evaluators(named_evaluators, state, epoch,
+                                        final=step == total_steps)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
                                 if np.ndim(v) == 0 and not isinstance(v, str)})
     history.append({'epoch': epoch, 'step': step, **results})

@@ -101,3 +101,17 @@ def test_an_unknown_evaluator_type_is_a_config_error_naming_the_entry(tmp_path):
                      r"unexpected keyword argument 'bins'"):
     _train(tmp_path, _config(evals={'mean': dict(type='toy_mean_output', bins=3)}))
   assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_an_evaluator_runs_every_n_epochs_and_always_at_the_end(tmp_path):
+  result = _train(tmp_path, _config(num_epochs=5, evals={
+      'sparse': dict(type='toy_mean_output', every_epochs=2),
+      'last': dict(type='toy_mean_output', every_epochs=0)}))
+  ran = {name: [e['epoch'] for e in result.eval_history if f'{name}/value' in e]
+         for name in ('sparse', 'last')}
+  assert ran == {'sparse': [2, 4, 5], 'last': [5]}
+  assert [e['epoch'] for e in result.eval_history] == [1, 2, 3, 4, 5]  # the task's sums
+  with pytest.raises(ConfigError, match=r'config.evals.x.every_epochs=-1: expected an '
+                     r'integer >= 0'):
+    _train(tmp_path / 'bad', _config(evals={'x': dict(type='toy_mean_output',
+                                                       every_epochs=-1)}))
