@@ -34,7 +34,6 @@ from models import build_model
 from models.flip_averaged import FlipAveraged
 from report import classification as figures
 from report import plots
-from tasks.classification import evaluators  # noqa: F401  (registers config.evals types)
 from tasks.classification.task import classification_task
 from train import run_record
 from train.loop import TrainResult, train_and_evaluate

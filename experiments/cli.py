@@ -130,6 +130,7 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
     tf.config.set_visible_devices([], 'GPU')
     # pylint: disable=g-import-not-at-top
     from train import config_check, distributed, run_record
+    import tasks.evaluators  # noqa: F401  (fills the registry config.evals names)
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     try:
       if flags.FLAGS.allow_config_change:

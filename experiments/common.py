@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from data.sources import Source, build_source
+import tasks.evaluators  # noqa: F401  pylint: disable=unused-import  (config.evals types)
 from train import distributed
 
 

@@ -79,6 +79,9 @@ class Scheduled:
   def due(self, epoch: int, final: bool) -> bool:
     return final or (self.every_epochs > 0 and epoch % self.every_epochs == 0)
 
+  def __call__(self, state: TrainState) -> dict[str, Any]:
+    return self.evaluator(state)
+
 
 def build_evaluators(evals: Mapping[str, Mapping[str, Any]], context: EvalContext
                      ) -> dict[str, Scheduled]:

@@ -227,13 +227,13 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   def run_eval(epoch: int):
     results = evaluators.run_evaluators(named_evaluators, state, epoch,
                                         final=step == total_steps)
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
-                                if np.ndim(v) == 0 and not isinstance(v, str)})
+    scalars = {k: v for k, v in results.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
     history.append({'epoch': epoch, 'step': step, **results})
     if is_main:
       bar.write(f'epoch {epoch}: ' + ', '.join(
-          f'{k} {v:.4f}' for k, v in results.items()
-          if np.ndim(v) == 0 and not isinstance(v, str) and k != 'count' and '/' not in k))
+          f'{k} {v:.4f}' for k, v in scalars.items() if k != 'count' and '/' not in k))
 
   def log_train_metrics(pending_metrics: list[dict]):
     fetched = jax.device_get(pending_metrics)  # one host sync per log interval

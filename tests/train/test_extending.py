@@ -53,7 +53,8 @@ def mean_output(context, scale: float = 1.0):
     outputs = predict.predict_arrays(state, images, batch_size=context.batch_size,
                                      inputs_fn=context.task.inputs_fn)
     return {'value': scale * float(outputs.mean()), 'histogram': np.histogram(
-        outputs, bins=3, range=(-1, 3))[0]}
+        outputs, bins=3, range=(-1, 3))[0], 'extremes': {'min': outputs.min(),
+                                                         'max': outputs.max()}}
   return evaluate
 
 
@@ -85,6 +86,8 @@ def test_a_new_task_and_evaluator_train_evaluate_and_survive_a_resume(tmp_path):
                                    inputs_fn=BAND_TASK.inputs_fn)
   assert final['mean/value'] == pytest.approx(2.0 * outputs.mean(), rel=1e-6)
   assert sum(final['mean/histogram']) == 60  # lists survive the JSON run record
+  assert final['mean/extremes'] == {'min': pytest.approx(float(outputs.min()), rel=1e-6),
+                                    'max': pytest.approx(float(outputs.max()), rel=1e-6)}
   logged = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   assert [r['eval/mean/value'] for r in logged if 'eval/mean/value' in r] == [
       e['mean/value'] for e in result.eval_history]
