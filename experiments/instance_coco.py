@@ -35,6 +35,7 @@ counts whole epochs: 12 epochs of train2017's 117,266 images = 87,948 steps at b
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import ml_collections
@@ -129,12 +130,11 @@ def r50fpn(config: ml_collections.ConfigDict) -> None:
 def init_fn(config):
   """With `config.init_from` (a torchvision ResNet-50 .pth / .safetensors): a function
   putting those ImageNet weights into the R50-FPN backbone's trunk at state creation."""
-  path = config.get('init_from', '')
-  if not path:
+  if not config.get('init_from', ''):
     return None
   from models import import_torchvision  # pylint: disable=g-import-not-at-top
-  return lambda variables: import_torchvision.load_resnet50(variables, path,
-                                                            at=('backbone', 'trunk'))
+  return functools.partial(import_torchvision.load_resnet50, path=config.init_from,
+                           at=('backbone', 'trunk'))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
@@ -155,7 +155,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   shown = evaluation.predict_source(result.state, eval_source, inputs_fn=task.inputs_fn,
                                     batch_size=config.eval_batch_size,
                                     max_examples=config.num_shown)
-  # What the images are: the data directory's name (coco128, a full COCO 2017, ...).
+  # The images by the data directory's name (coco128, a full COCO 2017, ...).
   name = os.path.basename(os.path.normpath(config.data.get('data_dir') or config.data.source))
   title = f'{name} (COCO-format `{config.data.source}` images)'
   sections = instance_report.mask_rcnn_sections(
