@@ -157,7 +157,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                                     max_examples=config.num_shown)
   # The images by the data directory's name (coco128, a full COCO 2017, ...).
   name = os.path.basename(os.path.normpath(config.data.get('data_dir') or config.data.source))
-  title = f'{name} (COCO-format `{config.data.source}` images)'
+  title = f'{name} ({config.data.source})'
   sections = instance_report.mask_rcnn_sections(
       workdir, title, config, result, read_metrics(workdir), shown,
       evaluation.resize_ceiling(eval_source) if has_masks else None, train_source,

@@ -61,7 +61,7 @@ def test_coco128_runlocal_loads_every_image_and_scores_with_original_ids(tmp_pat
   assert len(last['coco/categories']) == 80 and 'person' in last['coco/categories']
   assert len(last['coco/segm/per_category_AP']) == 80
   report = (tmp_path / 'report.md').read_text()
-  assert report.startswith('# Instance segmentation: Mask R-CNN on coco128 (COCO-format')
+  assert report.startswith('# Instance segmentation: Mask R-CNN on coco128 (coco_json)')
   assert '100 training and 100 `val` images' in report
   # coco128 at 128 px: boxes map back exactly, masks lose detail in the resize.
   box, mask = (float(v) for v in re.search(r'score box AP ([\d.]+) and mask AP ([\d.]+)',
