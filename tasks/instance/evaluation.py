@@ -8,7 +8,9 @@ COCO, e.g. data/instance_labels.py) or else its annotation file. `resize_ceiling
 the source's own targets the same way: the best a model can reach at that image size.
 `predict_coco` converts batch by batch and keeps only the COCO results: for many
 detections per image (400 pasted 256 x 256 masks are 105 MB an image) stacking every
-image's masks as `predict_source` does would not fit in memory.
+image's masks as `predict_source` does (for the few images a figure draws) would not
+fit in memory. The `coco` evaluator (tasks/instance/evaluators.py) runs these in the
+loop; inference is train/predict.py's, one jit for every caller.
 """
 from __future__ import annotations
 
@@ -73,14 +75,6 @@ def score_results(results: list[dict], source: Source, image_ids: Sequence[int],
                                      image_ids=image_ids, max_dets=max_dets)
   return {'metrics': report.metrics, 'summaries': report.summaries,
           'per_category_ap': report.per_category_ap, 'num_results': len(results)}
-
-
-def coco_metrics(predictions: Mapping[str, np.ndarray], source: Source,
-                 iou_types=('bbox', 'segm'), max_dets: Sequence[int] | None = None
-                 ) -> dict[str, Any]:
-  """COCOeval of `predict_source`'s output against the source's ground truth."""
-  return score_results(_to_coco(predictions, source), source,
-                       [int(i) for i in predictions['image_id']], iou_types, max_dets)
 
 
 def _ground_truth(source: Source):
