@@ -32,8 +32,8 @@ def _draw(ax, image: np.ndarray, boxes_xyxy: np.ndarray, classes: np.ndarray,
             extent=(0, image.shape[1], image.shape[0], 0))
   for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
     colour = _COLOURS[i % len(_COLOURS)]
-    ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
-                               linewidth=1.2))
+    ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                              edgecolor=colour, linewidth=1.2))
     label = class_names[int(classes[i])]
     if scores is not None:
       label += f' {scores[i]:.2f}'
