@@ -38,7 +38,7 @@ def measure(size: int, *, batch_size: int, steps_n: int, repeats: int, dtype: st
   config = instance_coco.get_config('coco_r50fpn')
   model = build_model({**config.model.to_dict(), 'num_classes': 80},
                       dtype=jnp.dtype(dtype))
-  task = instance_task(config.data.mean, config.data.std)
+  task = instance_task(config.preprocess.mean, config.preprocess.std)
   tx, _ = optimizer.build_optimizer(config.optimizer.to_dict(), 90_000)
   state = jax.jit(lambda: create_train_state(model, tx, (1, size, size, 3),
                                              jax.random.PRNGKey(0)))()

@@ -52,13 +52,15 @@ def sources(config, eval_split: str, subset_seed: Optional[int] = None
   return train_source, eval_source
 
 
-def augment_fn(config, fill: Optional[Mapping[str, Any]] = None):
+def augment_fn(config, fill: Optional[Mapping[str, Any]] = None, **options):
   """The policy of `config.augment` (None for ''); `fill` per feature, e.g. the mask's
-  ignore id for pixels a geometric op uncovers."""
+  ignore id for pixels a geometric op uncovers; `options` of data.augment.build_policy,
+  e.g. drop_mode='invalidate'."""
   if not config.augment:
     return None
   from data import augment  # pylint: disable=g-import-not-at-top  (tf ops, built on use)
-  return augment.build_policy(config.augment, **({'fill': dict(fill)} if fill else {}))
+  return augment.build_policy(config.augment, **({'fill': dict(fill)} if fill else {}),
+                              **options)
 
 
 def normalization(config) -> dict[str, tuple[float, ...]]:

@@ -8,29 +8,23 @@ COCO, e.g. data/instance_labels.py) or else its annotation file. `resize_ceiling
 the source's own targets the same way: the best a model can reach at that image size.
 `predict_coco` converts batch by batch and keeps only the COCO results: for many
 detections per image (400 pasted 256 x 256 masks are 105 MB an image) stacking every
-image's masks as `predict_source` does would not fit in memory.
+image's masks as `predict_source` does (for the few images a figure draws) would not
+fit in memory. The `coco` evaluator (tasks/instance/evaluators.py) runs these in the
+loop; inference is train/predict.py's, one jit for every caller.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping, Sequence
 
-import jax
 import numpy as np
 
-from data import pipeline
 from data.sources import Source
-from train import steps
 from tasks.instance import coco_eval
+from train import predict, steps
 from train.state import TrainState
 
 DETECTION_KEYS = ('boxes_xyxy', 'scores', 'classes', 'valid', 'masks')
 IMAGE_KEYS = ('image_id', 'resized_size', 'original_size')
-
-
-@functools.partial(jax.jit, static_argnames=('inputs_fn',))
-def _predict(state: TrainState, batch: Mapping[str, Any], inputs_fn) -> dict:
-  return steps.predict_step(state, batch, inputs_fn=inputs_fn)
 
 
 def predict_source(state: TrainState, source: Source, *, batch_size: int,
@@ -39,13 +33,12 @@ def predict_source(state: TrainState, source: Source, *, batch_size: int,
   """Detections and image keys for the first `max_examples` (all) examples, stacked [N, ...]."""
   dataset = source.dataset if max_examples is None else source.dataset.take(max_examples)
   collected: dict[str, list[np.ndarray]] = {}
-  for batch in pipeline.as_numpy(pipeline.eval_batches(dataset, batch_size=batch_size)):
-    outputs = jax.device_get(_predict(state, batch, inputs_fn))
-    keep = np.asarray(batch['valid'])
+  for outputs, batch in predict.predict_batches(state, dataset, batch_size=batch_size,
+                                                inputs_fn=inputs_fn):
     for key in DETECTION_KEYS:
-      collected.setdefault(key, []).append(np.asarray(outputs[key])[keep])
+      collected.setdefault(key, []).append(outputs[key])
     for key in IMAGE_KEYS:
-      collected.setdefault(key, []).append(np.asarray(batch[key])[keep])
+      collected.setdefault(key, []).append(batch[key])
   return {k: np.concatenate(v) for k, v in collected.items()}
 
 
@@ -57,23 +50,17 @@ def _to_coco(predictions: Mapping[str, np.ndarray], source: Source) -> list[dict
 
 
 def predict_coco(state: TrainState, source: Source, *, batch_size: int,
-                 inputs_fn: steps.InputsFn, keep: int = 0
-                 ) -> tuple[list[dict], list[int], dict[str, np.ndarray]]:
-  """(COCO results, image ids, detections of the first `keep` examples) of the whole
-  source, converted batch by batch (module docstring)."""
-  results, image_ids, kept = [], [], {}
-  for batch in pipeline.as_numpy(pipeline.eval_batches(source.dataset, batch_size=batch_size)):
-    outputs = jax.device_get(_predict(state, batch, inputs_fn))
-    real = np.asarray(batch['valid'])
-    predictions = {**{k: np.asarray(outputs[k])[real] for k in DETECTION_KEYS},
-                   **{k: np.asarray(batch[k])[real] for k in IMAGE_KEYS}}
+                 inputs_fn: steps.InputsFn) -> tuple[list[dict], list[int]]:
+  """(COCO results, image ids) of the whole source, converted batch by batch (module
+  docstring)."""
+  results, image_ids = [], []
+  for outputs, batch in predict.predict_batches(state, source.dataset, batch_size=batch_size,
+                                                inputs_fn=inputs_fn):
+    predictions = {**{k: outputs[k] for k in DETECTION_KEYS},
+                   **{k: batch[k] for k in IMAGE_KEYS}}
     results += _to_coco(predictions, source)
     image_ids += [int(i) for i in predictions['image_id']]
-    missing = keep - len(kept.get('image_id', ()))
-    if missing > 0:
-      for k, v in predictions.items():
-        kept[k] = np.concatenate([kept[k], v[:missing]]) if k in kept else v[:missing]
-  return results, image_ids, kept
+  return results, image_ids
 
 
 def score_results(results: list[dict], source: Source, image_ids: Sequence[int],
@@ -88,14 +75,6 @@ def score_results(results: list[dict], source: Source, image_ids: Sequence[int],
                                      image_ids=image_ids, max_dets=max_dets)
   return {'metrics': report.metrics, 'summaries': report.summaries,
           'per_category_ap': report.per_category_ap, 'num_results': len(results)}
-
-
-def coco_metrics(predictions: Mapping[str, np.ndarray], source: Source,
-                 iou_types=('bbox', 'segm'), max_dets: Sequence[int] | None = None
-                 ) -> dict[str, Any]:
-  """COCOeval of `predict_source`'s output against the source's ground truth."""
-  return score_results(_to_coco(predictions, source), source,
-                       [int(i) for i in predictions['image_id']], iou_types, max_dets)
 
 
 def _ground_truth(source: Source):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import instance_coco, instance_shapes
+from experiments import instance_coco
 from models import build_model
 from models.import_torchvision import torch_key
 
@@ -57,9 +57,9 @@ def test_init_from_puts_the_file_into_the_backbone_trunk(r50fpn, tmp_path):
   path = str(tmp_path / 'resnet50.safetensors')
   safetensors_numpy.save_file(state, path)
   config.init_from = path
-  loaded = instance_shapes.init_fn(config)(template)
+  loaded = instance_coco.init_fn(config)(template)
   for collection in loaded.values():
     trunk = collection['backbone']['trunk']
     for keys, leaf in jax.tree_util.tree_flatten_with_path(trunk)[0]:
       np.testing.assert_array_equal(leaf, expected[tuple(p.key for p in keys)])
-  assert instance_shapes.init_fn(instance_coco.get_config('coco128')) is None
+  assert instance_coco.init_fn(instance_coco.get_config('coco128')) is None

@@ -2,7 +2,8 @@
 
 The same guarantee as tests/train/test_loop.py for classification, on the path with
 the most moving parts: a generator-backed COCO source, box/mask augmentation, and
-anchor and RoI sampling driven by the step's key.
+anchor and RoI sampling driven by the step's key. The `coco` evaluator's AP of every
+evaluation is in the history, so the resumed run keeps the one made before the stop.
 """
 import chex
 import ml_collections
@@ -11,6 +12,7 @@ import pytest
 from data import augment, shapes
 from data.sources import build_source
 from models.mask_rcnn.model import MaskRCNN
+from tasks.instance import evaluators  # noqa: F401  (registers the 'coco' evaluator)
 from tasks.instance.task import instance_task
 from train.loop import train_and_evaluate
 
@@ -18,7 +20,7 @@ from train.loop import train_and_evaluate
 def _run(workdir, data_dir, max_steps=None):
   config = ml_collections.ConfigDict(dict(
       seed=5, batch_size=8, eval_batch_size=8, num_epochs=2, log_every_steps=2,
-      progress_bar=False, shuffle_buffer=100,
+      progress_bar=False, shuffle_buffer=100, evals=dict(coco=dict(type='coco')),
       optimizer=dict(name='adamw', learning_rate=2e-3, warmup_steps=2, weight_decay=1e-4)))
   data = {'source': 'coco_json', 'data_dir': data_dir, 'image_size': (32, 32),
           'max_instances': 3}
@@ -46,3 +48,5 @@ def test_resume_mid_epoch_gives_bitwise_the_same_model(tmp_path):
   chex.assert_trees_all_equal(resumed.state.params, uninterrupted.state.params)
   chex.assert_trees_all_equal(resumed.state.model_state, uninterrupted.state.model_state)
   assert resumed.eval_history == uninterrupted.eval_history
+  assert [e['epoch'] for e in resumed.eval_history] == [1, 2]
+  assert all(0.0 <= e['coco/segm/AP'] <= 1.0 for e in resumed.eval_history)
