@@ -32,7 +32,6 @@ from experiments import cli, common
 from models import build_model
 from report import instance as instance_report
 from tasks.instance import evaluation
-from tasks.instance import evaluators  # noqa: F401  (registers the 'coco' evaluator)
 from tasks.instance.task import LOSS_TERMS, instance_task
 from train.loop import TrainResult, train_and_evaluate
 from train.metric_writer import read_metrics
