@@ -44,8 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 8
   elif variant == 'isbi':
     config.data = ml_collections.ConfigDict(dict(
-        source='isbi_membrane', data_dir='../shared/data/isbi_membrane', train_slices=24,
-        mean=0.5, std=0.17))
+        source='isbi_membrane', data_dir='../shared/data/isbi_membrane', train_slices=24))
+    config.preprocess.std = 0.17
     config.train_repeats = 16  # 24 slices x 16 random crops per epoch
     config.augment = ('flip_lr|flip_ud|rotate(180)|random_crop(192, 192)'
                       '|brightness(0.1)|contrast(0.2)')

@@ -1,12 +1,16 @@
-"""PNG figures for segmentation reports: learning curves and mask overlays."""
+"""Segmentation reports: mask overlays, learning curves, and the report's text and tables
+(as (header, rows), for experiments.common.markdown_table)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import matplotlib
 import matplotlib.patches
 from matplotlib.figure import Figure  # drawn without pyplot: no backend to choose
 import numpy as np
+
+from report import plots
+from train import run_record
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -51,3 +55,64 @@ def overlays(path: str, images: np.ndarray, masks: np.ndarray, predictions: np.n
   fig.suptitle(title)
   fig.tight_layout(rect=(0, 0.05, 1, 0.97))
   fig.savefig(path, dpi=100)
+
+
+
+def learning_curves(path: str, metrics: Mapping[str, Sequence[tuple[int, float]]],
+                    steps_per_epoch: int) -> None:
+  """report.plots.learning_curves of one run: losses, mIoU, and Dice where logged."""
+  plots.learning_curves(path, {'': metrics}, {'': steps_per_epoch},
+                        [m for m in ('train/loss', 'eval/loss', 'eval/miou', 'eval/dice')
+                         if metrics.get(m)])
+
+
+def setup(config, train_source, eval_source, weights: Optional[Sequence[float]],
+          config_changes) -> str:
+  """The paragraph saying what ran: data, model, loss, augmentation, optimiser, and the
+  config changes of a resumed run."""
+  text = (f'Data: `{config.data.source}`, {train_source.num_examples:,} training and '
+          f'{eval_source.num_examples:,} `{config.eval_split}` images of '
+          f'{tuple(eval_source.image_shape)}. Model: `{config.model.to_dict()}`. Loss: CE x '
+          f'{config.loss.ce_weight} + soft Dice x {config.loss.dice_weight}, class weights '
+          f'{"none" if weights is None else [round(float(w), 3) for w in weights]}. '
+          f'Augmentation: `{config.augment or "none"}`. {config.optimizer.name} lr '
+          f'{config.optimizer.learning_rate} (warm-up {config.optimizer.warmup_steps} + '
+          f'cosine), batch {config.batch_size}.')
+  note = run_record.changes_note(config_changes)
+  return f'{text} {note}' if note else text
+
+
+def summary(result, binary: bool, batch_size: int, wall_seconds: float
+            ) -> tuple[list[str], list[list[str]]]:
+  """(header, [row]) of the final metrics (mIoU, pixel accuracy; for a binary task the
+  foreground Dice, precision and recall), eval loss and the run's size and timings."""
+  final = result.final_eval
+  columns = {'mIoU': 'miou', 'pixel accuracy': 'pixel_accuracy'}
+  if binary:
+    columns.update({'Dice (F1) fg': 'dice', 'precision': 'precision', 'recall': 'recall'})
+  header = [*columns, 'eval loss', 'parameters', 'epochs', 'training time (s)',
+            'training images/s', 'compile (s)', 'whole run (min)']
+  row = [f'{final[key]:.4f}' for key in columns.values()] + [
+      f'{final["loss"]:.4f}', f'{result.num_params:,}', final['epoch'],
+      f'{result.train_seconds:.1f}', f'{result.images_per_second(batch_size):,.1f}',
+      f'{result.compile_seconds:.1f}', f'{wall_seconds / 60:.1f}']
+  return header, [row]
+
+
+def per_class(final: Mapping[str, float], class_names: Sequence[str], binary: bool
+              ) -> tuple[list[str], list[list[str]]]:
+  """(header, rows) of the per-class IoU table; a binary task adds each class's Dice
+  (the foreground's is `dice`, the background's `dice/<name>`)."""
+  rows = []
+  for k, name in enumerate(class_names):
+    row = [name, f'{final[f"iou/{name}"]:.4f}']
+    if binary:
+      row.append(f'{final["dice" if k == 1 else f"dice/{name}"]:.4f}')
+    rows.append(row)
+  return ['class', 'IoU'] + (['Dice'] if binary else []), rows
+
+
+def history_columns(binary: bool) -> dict[str, str]:
+  """Title -> eval history key of the table of every evaluation during training."""
+  return {'mIoU': 'miou', 'pixel accuracy': 'pixel_accuracy', 'eval loss': 'loss',
+          **({'Dice': 'dice'} if binary else {})}

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.segmentation import confusion
+from train import steps
 from train.task import Task
 
 DICE_EPS = 1.0
@@ -149,15 +150,21 @@ def median_frequency_weights(masks: np.ndarray, num_classes: int) -> np.ndarray:
 
 def segmentation_task(class_names: Sequence[str], ce_weight: float = 1.0,
                       dice_weight: float = 0.0,
-                      class_weights: Optional[Sequence[float]] = None):
-  """The Task (loss, exact confusion-matrix metrics) the one training loop needs.
+                      class_weights: Optional[Sequence[float]] = None,
+                      mean: float | Sequence[float] | None = None,
+                      std: float | Sequence[float] | None = None) -> Task:
+  """The Task (loss, exact confusion-matrix metrics) the one training loop needs; with
+  `mean` and `std` the step normalises the uint8 images (train/steps.py), else they go
+  in as they are.
 
   Metrics after an evaluation: loss (mean pixel CE), miou, pixel_accuracy,
   iou/<class>, and for two classes dice, precision, recall (see tasks.segmentation.confusion).
   """
   weights = None if class_weights is None else tuple(float(w) for w in class_weights)
+  inputs_fn = (steps.image_inputs if mean is None
+               else steps.normalized_image_inputs(mean, 1.0 if std is None else std))
   return Task(loss_fn=functools.partial(segmentation_loss, ce_weight=ce_weight,
                                         dice_weight=dice_weight, class_weights=weights),
-              sums_fn=eval_sums,
+              sums_fn=eval_sums, inputs_fn=inputs_fn,
               means_fn=functools.partial(confusion.means_from_sums,
                                          class_names=tuple(class_names)))

@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from data.sources import build_source
 from experiments import segment_semantic
 
 
@@ -11,18 +12,15 @@ def test_config_variants():
   camvid = segment_semantic.get_config('camvid')
   assert camvid.data.source == 'camvid' and camvid.ignore_id == 11
   assert camvid.loss.class_weights == 'median_frequency'
+  assert camvid.preprocess.mean == (0.39, 0.41, 0.42)
   with pytest.raises(ValueError, match='shapes, camvid or runlocal'):
     segment_semantic.get_config('ade20k')
 
 
-def test_an_ignore_id_that_is_a_class_is_refused():
-  config = segment_semantic.get_config('camvid')
-  segment_semantic.check_ignore_id(config, ('a',) * 11)  # void 11 is no class: fine
-  config.ignore_id = 0
-  with pytest.raises(ValueError, match=r"config.ignore_id=0 is the class id of 'Sky'"):
-    segment_semantic.check_ignore_id(config, ('Sky',) + ('a',) * 10)
-  config.augment = ''  # nothing is filled without augmentation
-  segment_semantic.check_ignore_id(config, ('Sky',) + ('a',) * 10)
+def test_config_data_holds_only_the_sources_arguments():
+  config = segment_semantic.get_config('runlocal')
+  assert 'mean' not in config.data and 'std' not in config.data
+  assert build_source(config.data.to_dict(), 'val').num_examples == config.data.eval_examples
 
 
 def test_runlocal_writes_report_curves_and_overlays(tmp_path):
@@ -34,3 +32,6 @@ def test_runlocal_writes_report_curves_and_overlays(tmp_path):
     assert os.path.getsize(tmp_path / name) > 0
   report = (tmp_path / 'report.md').read_text()
   assert '| triangle |' in report and 'mIoU' in report
+  final = result.final_eval
+  assert f'| circle | {final["iou/circle"]:.4f} |' in report
+  assert f'| {final["miou"]:.4f} | {final["pixel_accuracy"]:.4f} |' in report

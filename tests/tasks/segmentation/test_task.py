@@ -128,7 +128,7 @@ def test_median_frequency_weights():
 
 
 def test_short_training_run_lowers_the_loss(tmp_path):
-  from data import pipeline, shapes  # pylint: disable=g-import-not-at-top
+  from data import shapes  # pylint: disable=g-import-not-at-top
   from models.unet import UNet  # pylint: disable=g-import-not-at-top
   from train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   train = shapes.shapes_source('train', train_examples=64, image_size=(24, 24))
@@ -140,8 +140,9 @@ def test_short_training_run_lowers_the_loss(tmp_path):
   result = train_and_evaluate(
       config, str(tmp_path), model=UNet(num_classes=4, depth=2, base_width=8),
       train_source=train, eval_source=val,
-      task=segmentation.segmentation_task(shapes.CLASS_NAMES, dice_weight=0.5),
-      preprocess_fn=lambda f: pipeline.normalize_image(f, 0.5, 0.25), devices=jax.devices()[:1])
+      task=segmentation.segmentation_task(shapes.CLASS_NAMES, dice_weight=0.5, mean=0.5,
+                                          std=0.25),
+      devices=jax.devices()[:1])
   history = result.eval_history
   assert history[-1]['count'] == 10
   assert history[-1]['loss'] < history[0]['loss']
