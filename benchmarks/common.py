@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from report import tables
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO, '..', 'shared', 'data')
 # Intra-op threads given to every framework: the 2 cores of the benchmark machine.
@@ -123,9 +125,7 @@ def run_worker(module: str, args: Sequence[str], timeout_s: float,
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join('---' for _ in headers) + '|']
-  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-  return '\n'.join(lines)
+  return '\n'.join(tables.markdown_table(headers, rows))
 
 
 def write_report(path: str, title: str, intro: str, table: str, notes: str) -> None:

@@ -34,6 +34,7 @@ from models import build_model
 from models.flip_averaged import FlipAveraged
 from report import classification as figures
 from report import plots
+from report import tables
 from tasks.classification.task import classification_task
 from train import run_record
 from train.loop import TrainResult, train_and_evaluate
@@ -132,17 +133,17 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                         {config.model.name: read_metrics(workdir)},
                         {config.model.name: result.steps_per_epoch})
   note = run_record.changes_note(result.config_changes)
-  tables = '\n'.join([
-      *common.markdown_table(*figures.runs_table(
+  text = '\n'.join([
+      *tables.markdown_table(*figures.runs_table(
           {config.model.name: result}, config.batch_size,
           {'without flip TTA': [f'{final["no_tta/accuracy"]:.4f}'],
            'whole run (min)': [f'{clock.wall_seconds / 60:.1f}']})),
       '', '### Test accuracy during training', '',
-      *common.history_table(result.eval_history, {'accuracy': 'accuracy', 'loss': 'loss'}),
-      '', '### Per-class test accuracy', '', *common.markdown_table(*figures.per_class_table(
+      *tables.history_table(result.eval_history, {'accuracy': 'accuracy', 'loss': 'loss'}),
+      '', '### Per-class test accuracy', '', *tables.markdown_table(*figures.per_class_table(
           classes, {'accuracy': final['confusion/per_class_accuracy']})),
       *(['', note] if note else []), '', clock.summary()])
-  print(tables)
+  print(text)
   data_name = 'CIFAR-10 (JPEG copy)' if config.data.source == 'cifar10_folder' else 'CIFAR-10'
   common.write_report(workdir, f'CIFAR-10: {config.model.name}', [
       f'Data: {data_name}, `{config.data.source}`, {train_source.num_examples:,} training '
@@ -153,7 +154,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
       f'{config.optimizer.weight_decay}, batch {config.batch_size}, compute dtype '
       f'{config.compute_dtype or "float32"}, flip TTA {config.tta_flip} (in the test '
       'accuracy). "Whole run" includes data decoding, compilation, evaluation and this '
-      'report.', tables, '![learning curves](learning_curves.png)',
+      'report.', text, '![learning curves](learning_curves.png)',
       '![confusion](confusion.png)', '![misclassified](misclassified.png)'])
   return result
 

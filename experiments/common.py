@@ -1,7 +1,7 @@
 """What every experiment's `main` shares, so an experiment file is its config and a few
 lines of wiring: the data sources of `config.data`, the augmentation policy, the
-normalisation of `config.preprocess`, the run's clock, stopping early, markdown tables
-and the report file.
+normalisation of `config.preprocess`, the run's clock, stopping early and the report
+file (its tables: report/tables.py).
 
 Config blocks this module reads:
   config.data        the data source's own arguments only (`source`, `data_dir`, ...),
@@ -106,20 +106,6 @@ class Clock:
     return (f'Whole run: {self.wall_seconds / 60:.1f} min wall, '
             f'{self._cpu_seconds() - self._cpu:,.0f} CPU seconds (user + system) on '
             f'{os.cpu_count()} cores.')
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-  """Lines of a markdown table; cells are written with str()."""
-  return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-          + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows])
-
-
-def history_table(history: Sequence[Mapping[str, Any]], columns: Mapping[str, str],
-                  digits: int = 4) -> list[str]:
-  """One row per evaluation: 'epoch', then `columns` (title -> history key)."""
-  return markdown_table(['epoch', *columns], [
-      [entry['epoch'], *(f'{entry[key]:.{digits}f}' for key in columns.values())]
-      for entry in history])
 
 
 def write_report(workdir: str, title: str, sections: Sequence[str]) -> str:

@@ -24,6 +24,7 @@ from experiments import cli, common
 from models import build_model
 from report import classification as figures
 from report import plots
+from report import tables
 from tasks.classification import analysis, evaluators
 from tasks.classification.task import classification_task
 from train import run_record
@@ -112,20 +113,20 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResu
                                                        test['image'][0], task.inputs_fn))
   note = ' '.join(run_record.changes_note(r.config_changes, f'{n.upper()}: ')
                   for n, r in results.items() if r.config_changes)
-  tables = '\n'.join([
-      *common.markdown_table(*figures.runs_table(
+  text = '\n'.join([
+      *tables.markdown_table(*figures.runs_table(
           {n.upper(): r for n, r in results.items()}, config.batch_size)),
       '', f'Evaluated on all {int(next(iter(final.values()))["count"]):,} test images.',
       '', '### Accuracy on shifted test images', '',
-      *common.markdown_table(*figures.shift_table(shift)),
-      '', '### Per-class test accuracy', '', *common.markdown_table(*figures.per_class_table(
+      *tables.markdown_table(*figures.shift_table(shift)),
+      '', '### Per-class test accuracy', '', *tables.markdown_table(*figures.per_class_table(
           classes, {n: f['confusion/per_class_accuracy'] for n, f in final.items()})),
       *(['', note] if note else [])])
-  print(tables)
+  print(text)
   common.write_report(workdir, 'Dense vs. convolutional networks on Fashion-MNIST', [
       f'Data: `{config.data.source}`; budget per model: {config.num_epochs} epochs, batch '
       f'{config.batch_size}, {config.optimizer.name} lr {config.optimizer.learning_rate} '
-      f'(warm-up + cosine); augmentation: `{config.augment or "none"}`.', tables,
+      f'(warm-up + cosine); augmentation: `{config.augment or "none"}`.', text,
       'The MLP gives every pixel its own weights, so a shifted garment lands on weights '
       'that never saw it; the CNN slides the same filters everywhere and pools, so its '
       'accuracy degrades far more slowly under translation.',

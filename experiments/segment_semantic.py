@@ -34,6 +34,7 @@ import ml_collections
 from experiments import cli, common
 from models import build_model
 from report import segmentation as report
+from report import tables
 from tasks.segmentation import analysis
 from tasks.segmentation import task as segmentation
 from train.loop import TrainResult, train_and_evaluate
@@ -116,14 +117,14 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   final = result.final_eval
 
   def table(header_rows) -> str:
-    return '\n'.join(common.markdown_table(*header_rows))
+    return '\n'.join(tables.markdown_table(*header_rows))
   sections = [
       report.setup(config, train_source, eval_source, weights, result.config_changes),
       table(report.summary(result, binary, config.batch_size, clock.wall_seconds)),
       f'Scored exactly on all {int(final["count"])} `{config.eval_split}` images (one '
       'confusion matrix over every counted pixel; ignore pixels excluded). ' + clock.summary(),
       '### Per-class IoU\n\n' + table(report.per_class(final, class_names, binary)),
-      '### During training\n\n' + '\n'.join(common.history_table(
+      '### During training\n\n' + '\n'.join(tables.history_table(
           result.eval_history, report.history_columns(binary)))]
   print('\n\n'.join(sections))
   common.write_report(

@@ -1,5 +1,5 @@
 """Segmentation reports: mask overlays, learning curves, and the report's text and tables
-(as (header, rows), for experiments.common.markdown_table)."""
+(as (header, rows), for report.tables.markdown_table)."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence

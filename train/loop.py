@@ -33,7 +33,7 @@ from tqdm import tqdm
 from data import pipeline
 from data.sources import Source
 from errors import ConfigError, UserError
-from train import (checkpoint, config_check, distributed, evaluate, evaluators, optimizer,
+from train import (checkpoint, config_check, distributed, evaluators, optimizer,
                    run_record, steps)
 from train import mesh as mesh_lib
 from train.metric_writer import MetricWriter

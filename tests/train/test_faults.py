@@ -52,7 +52,6 @@ def _train_worker(workdir, out, kill_after_save_at=None):
     _kill_after_save_at(int(kill_after_save_at))
   import ml_collections  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data import pipeline  # pylint: disable=g-import-not-at-top
   from data.sources import Source  # pylint: disable=g-import-not-at-top
   from models.cnn import CNN  # pylint: disable=g-import-not-at-top
   from tasks.classification.task import classification_task  # pylint: disable=g-import-not-at-top
