@@ -1,8 +1,8 @@
 """The coco_r50fpn train step (detectron2's R50-FPN 1x sizes) on this machine, and the
 time of the 1x schedule (90,000 steps at batch 16) projected from it.
 
-The model, loss and optimizer are exactly the config's (experiments/instance_coco.py:
-coco_r50fpn: 512 RoIs, 128 mask RoIs, fc 1024, mask head 256, anchors on P2-P6); only
+The model, loss and optimizer are exactly the config's (experiments/instance_coco_r50fpn.py:
+512 RoIs, 128 mask RoIs, fc 1024, mask head 256, anchors on P2-P6); only
 the image side (`--sizes`, default 512 and the config's 1024) and the batch (default 1)
 may be changed. Images are synthetic shapes
 with up to `max_instances` (100) objects, so every target tensor has the config's
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 from data import shapes  # noqa: E402
-from experiments import instance_coco  # noqa: E402
+from experiments import instance_coco_r50fpn  # noqa: E402
 from models import build_model  # noqa: E402
 from train import optimizer, steps  # noqa: E402
 from tasks.instance.task import instance_task  # noqa: E402
@@ -35,7 +35,7 @@ ONE_X_IMAGES = 90_000 * 16  # detectron2's 1x: 90k steps at batch 16
 
 
 def measure(size: int, *, batch_size: int, steps_n: int, repeats: int, dtype: str) -> list:
-  config = instance_coco.get_config('coco_r50fpn')
+  config = instance_coco_r50fpn.get_config()
   model = build_model({**config.model.to_dict(), 'num_classes': 80},
                       dtype=jnp.dtype(dtype))
   task = instance_task(config.preprocess.mean, config.preprocess.std)

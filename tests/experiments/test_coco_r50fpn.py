@@ -1,4 +1,4 @@
-"""The coco_r50fpn config of experiments/instance_coco.py: detectron2's sizes, and its
+"""The config of experiments/instance_coco_r50fpn.py: detectron2's sizes, and its
 ImageNet starting point read from `init_from`. Abstract (jax.eval_shape): the full-size
 model is traced, never compiled."""
 import jax
@@ -6,14 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import instance_coco
+from experiments import instance_coco_r50fpn
 from models import build_model
 from models.import_torchvision import torch_key
 
 
 @pytest.fixture(scope='module')
 def r50fpn():
-  config = instance_coco.get_config('coco_r50fpn')
+  config = instance_coco_r50fpn.get_config()
   model = build_model({**config.model.to_dict(), 'num_classes': 80})
   return config, model
 
