@@ -22,8 +22,14 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from data.sources import Source, build_source
+from models import build_model
+from report import instance as instance_report
 import tasks.evaluators  # noqa: F401  pylint: disable=unused-import  (config.evals types)
+from tasks.instance import evaluation
+from tasks.instance.task import instance_task
 from train import distributed
+from train.loop import train_and_evaluate
+from train.metric_writer import read_metrics
 
 
 def sources(config, eval_split: str, subset_seed: Optional[int] = None
@@ -115,3 +121,36 @@ def write_report(workdir: str, title: str, sections: Sequence[str]) -> str:
     f.write('\n\n'.join([f'# {title}', *sections]) + '\n')
   print(f'report: {path}')
   return path
+
+
+def train_mask_rcnn(config, workdir: str, train_source: Source, eval_source: Source,
+                    init_fn=None):
+  """(result, task) of the instance experiments' one training run: the Mask R-CNN of
+  `config.model` on the sources' classes (background excluded), `config.loss_weights`
+  (the mask term off for a source without masks: a detector only), and augmentation
+  that keeps the padded instance count static (a dropped instance is flagged)."""
+  model = build_model({**config.model.to_dict(),
+                       'num_classes': len(train_source.class_names) - 1})
+  weights = config.loss_weights.to_dict()
+  if not train_source.metadata.get('has_masks', True):
+    weights['mask'] = 0.0
+  task = instance_task(**normalization(config), loss_weights=weights)
+  result = train_and_evaluate(config, workdir, model=model, train_source=train_source,
+                              eval_source=eval_source, task=task, init_fn=init_fn,
+                              augment_fn=augment_fn(config, drop_mode='invalidate'))
+  return result, task
+
+
+def report_mask_rcnn(config, workdir: str, title: str, result, task, train_source: Source,
+                     eval_source: Source, clock: Clock) -> str:
+  """The instance experiments' report.md: detections on `config.num_shown` images, the
+  COCO tables of the last evaluation, the resize ceiling, curves (report/instance.py)."""
+  shown = evaluation.predict_source(result.state, eval_source, inputs_fn=task.inputs_fn,
+                                    batch_size=config.eval_batch_size,
+                                    max_examples=config.num_shown)
+  ceiling = (evaluation.resize_ceiling(eval_source)
+             if eval_source.metadata.get('has_masks', True) else None)
+  sections = instance_report.mask_rcnn_sections(
+      workdir, title, config, result, read_metrics(workdir), shown, ceiling, train_source,
+      eval_source, clock)
+  return write_report(workdir, f'Instance segmentation: Mask R-CNN on {title}', sections)

@@ -24,12 +24,8 @@ import os
 import ml_collections
 
 from experiments import cli, common
-from models import build_model
-from report import instance as instance_report
-from tasks.instance import evaluation
-from tasks.instance.task import LOSS_TERMS, instance_task
-from train.loop import TrainResult, train_and_evaluate
-from train.metric_writer import read_metrics
+from tasks.instance.task import LOSS_TERMS
+from train.loop import TrainResult
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,29 +87,13 @@ def init_fn(config):
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   clock = common.Clock()
   train_source, eval_source = common.sources(config, config.eval_split)
-  model = build_model({**config.model.to_dict(),
-                       'num_classes': len(train_source.class_names) - 1})
-  weights = config.loss_weights.to_dict()
-  has_masks = train_source.metadata.get('has_masks', True)
-  if not has_masks:  # TFDS coco/2017: boxes, no masks (data/coco_tfds.py): a detector only
-    weights['mask'] = 0.0
-  task = instance_task(**common.normalization(config), loss_weights=weights)
-  result = train_and_evaluate(config, workdir, model=model, train_source=train_source,
-                              eval_source=eval_source, task=task, init_fn=init_fn(config),
-                              augment_fn=common.augment_fn(config, drop_mode='invalidate'))
-  if not common.should_report(result):
-    return result
-  shown = evaluation.predict_source(result.state, eval_source, inputs_fn=task.inputs_fn,
-                                    batch_size=config.eval_batch_size,
-                                    max_examples=config.num_shown)
-  # The images by the data directory's name (coco128, a full COCO 2017, ...).
-  name = os.path.basename(os.path.normpath(config.data.get('data_dir') or config.data.source))
-  title = f'{name} ({config.data.source})'
-  sections = instance_report.mask_rcnn_sections(
-      workdir, title, config, result, read_metrics(workdir), shown,
-      evaluation.resize_ceiling(eval_source) if has_masks else None, train_source,
-      eval_source, clock)
-  common.write_report(workdir, f'Instance segmentation: Mask R-CNN on {title}', sections)
+  result, task = common.train_mask_rcnn(config, workdir, train_source, eval_source,
+                                        init_fn(config))
+  if common.should_report(result):
+    # The images by the data directory's name (coco128, a full COCO 2017, ...).
+    name = os.path.basename(os.path.normpath(config.data.get('data_dir') or config.data.source))
+    common.report_mask_rcnn(config, workdir, f'{name} ({config.data.source})', result, task,
+                            train_source, eval_source, clock)
   return result
 
 

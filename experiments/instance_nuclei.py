@@ -28,12 +28,11 @@ import time
 import ml_collections
 
 from experiments import cli, common
-from models import build_model
 from report import instance as instance_report
 from tasks.instance import classical, evaluation
 from tasks.instance import evaluators
-from tasks.instance.task import LOSS_TERMS, instance_task
-from train.loop import TrainResult, train_and_evaluate
+from tasks.instance.task import LOSS_TERMS
+from train.loop import TrainResult
 from train.metric_writer import read_metrics
 
 
@@ -98,13 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   clock = common.Clock()
   train_source, eval_source = common.sources(config, config.eval_split)
-  model = build_model({**config.model.to_dict(),
-                       'num_classes': len(train_source.class_names) - 1})
-  task = instance_task(**common.normalization(config),
-                       loss_weights=config.loss_weights.to_dict())
-  result = train_and_evaluate(config, workdir, model=model, train_source=train_source,
-                              eval_source=eval_source, task=task,
-                              augment_fn=common.augment_fn(config, drop_mode='invalidate'))
+  result, task = common.train_mask_rcnn(config, workdir, train_source, eval_source)
   if not common.should_report(result):
     return result
   start = time.perf_counter()

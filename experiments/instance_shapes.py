@@ -29,12 +29,8 @@ import ml_collections
 
 from data import shapes
 from experiments import cli, common
-from models import build_model
-from report import instance as instance_report
-from tasks.instance import evaluation
-from tasks.instance.task import LOSS_TERMS, instance_task
-from train.loop import TrainResult, train_and_evaluate
-from train.metric_writer import read_metrics
+from tasks.instance.task import LOSS_TERMS
+from train.loop import TrainResult
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -103,24 +99,10 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     read = ml_collections.ConfigDict(config.to_dict())
     read.data.data_dir = write_synthetic(config, workdir)
   train_source, eval_source = common.sources(read, config.eval_split)
-  model = build_model({**config.model.to_dict(),
-                       'num_classes': len(train_source.class_names) - 1})
-  task = instance_task(**common.normalization(config),
-                       loss_weights=config.loss_weights.to_dict())
-  # 'invalidate' keeps the padded instance count static (a dropped instance is flagged).
-  result = train_and_evaluate(config, workdir, model=model, train_source=train_source,
-                              eval_source=eval_source, task=task,
-                              augment_fn=common.augment_fn(config, drop_mode='invalidate'))
-  if not common.should_report(result):
-    return result
-  shown = evaluation.predict_source(result.state, eval_source, inputs_fn=task.inputs_fn,
-                                    batch_size=config.eval_batch_size,
-                                    max_examples=config.num_shown)
-  sections = instance_report.mask_rcnn_sections(
-      workdir, 'synthetic shapes', config, result, read_metrics(workdir), shown,
-      evaluation.resize_ceiling(eval_source), train_source, eval_source, clock)
-  common.write_report(workdir, 'Instance segmentation: Mask R-CNN on synthetic shapes',
-                      sections)
+  result, task = common.train_mask_rcnn(config, workdir, train_source, eval_source)
+  if common.should_report(result):
+    common.report_mask_rcnn(config, workdir, 'synthetic shapes', result, task, train_source,
+                            eval_source, clock)
   return result
 
 
