@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import instance_coco_r50fpn
+from experiments import instance_coco, instance_coco_r50fpn
 from models import build_model
 from models.import_torchvision import torch_key
 
