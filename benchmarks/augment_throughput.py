@@ -24,6 +24,9 @@ import statistics
 import time
 from typing import Callable
 
+if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (allocator.py)
+  import allocator  # pylint: disable=g-import-not-at-top
+  allocator.preload()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402

@@ -21,6 +21,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (allocator.py)
+  import allocator  # pylint: disable=g-import-not-at-top
+  allocator.preload()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402

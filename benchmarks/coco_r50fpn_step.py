@@ -18,10 +18,13 @@ import functools
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (allocator.py)
+  import allocator  # pylint: disable=g-import-not-at-top
+  allocator.preload()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from data import shapes  # noqa: E402

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+import allocator
 from report import tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,8 @@ def machine_description(libraries: Sequence[str]) -> str:
   libs = ', '.join(f'{k} {v}' for k, v in library_versions(libraries).items())
   return (f'Machine: {cpu_model()}, {os.cpu_count()} cores, {pages / 2**30:.0f} GiB RAM, '
           f'no accelerator; Python {platform.python_version()}; {libs}. '
-          f'Load average (1/5/15 min) when the table was written: {load}.')
+          f'Load average (1/5/15 min) when the table was written: {load}. '
+          f'Memory {allocator.describe()} (inherited by every worker).')
 
 
 def peak_rss_mib() -> float:
@@ -92,7 +94,8 @@ def summarize(items_per_repeat: int, warmup: Clock, times: list[tuple[float, flo
           'items_per_s_all': [items_per_repeat / w for w, _ in times],
           'items_per_cpu_s': statistics.median(items_per_repeat / c for _, c in times),
           'warmup_s': warmup.wall, 'peak_rss_mib': peak_rss_mib(),
-          'load_1min': os.getloadavg()[0], **extra}
+          'load_1min': os.getloadavg()[0],
+          'allocator': 'mimalloc' if allocator.active() else 'system', **extra}
 
 
 def emit_result(result: dict[str, Any]) -> None:

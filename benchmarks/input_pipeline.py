@@ -21,6 +21,9 @@ import functools
 import os
 import sys
 
+if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (allocator.py)
+  import allocator  # pylint: disable=g-import-not-at-top
+  allocator.preload()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from benchmarks import common  # noqa: E402

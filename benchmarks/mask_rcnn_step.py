@@ -35,11 +35,14 @@ import sys
 import tempfile
 from unittest import mock
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (allocator.py)
+  import allocator  # pylint: disable=g-import-not-at-top
+  allocator.preload()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from data import augment, pipeline, shapes  # noqa: E402

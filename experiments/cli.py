@@ -17,6 +17,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import allocator
 from errors import UserError
 
 # What the command line treats as the user's mistake, beyond a bad flag or config file
@@ -109,7 +110,10 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
   Example: `python -m experiments.dense_vs_conv --workdir=/tmp/dvc --config.num_epochs=3`.
   Before `main` does any work: the config is checked (train/config_check.py) and, if
   the workdir holds checkpoints, compared with theirs (train/run_record.py).
+  Runs with the mimalloc allocator (allocator.py); `python -m experiments.<name>` has
+  re-executed itself with it already, any other launch does so here.
   """
+  allocator.preload()
   config_flags.DEFINE_config_file('config', config_file, 'Experiment configuration.',
                                   lock_config=True)
   flags.DEFINE_string('workdir', default_workdir, 'Where checkpoints, logs and reports go.')
@@ -125,6 +129,8 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
     # Quiet TensorFlow's C++ start-up chatter and absl's backend probing at INFO;
     # tf.data runs on the CPU only.
     logging.set_verbosity(logging.WARNING)
+    if flags.FLAGS.debug:
+      print(allocator.describe(), file=sys.stderr)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], 'GPU')

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import allocator
 from tests.conftest import shared_data_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -12,6 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _run(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
   env.pop('XLA_FLAGS', None)
+  for name in ('LD_PRELOAD', allocator.GUARD, allocator.OPT_OUT):
+    env.pop(name, None)
   return subprocess.run(
       [sys.executable, '-m', 'experiments.dense_vs_conv',
        '--config=experiments/dense_vs_conv.py:runlocal',
@@ -107,3 +110,6 @@ def test_debug_shows_the_traceback_too(tmp_path):
   assert 'Traceback (most recent call last)' in done.stderr
   assert done.stderr.rstrip().splitlines()[-1] == (
       'error: config.batch_size=0; expected a positive integer (the global batch).')
+  # `python -m experiments.<name>` re-executed itself with mimalloc (allocator.py)
+  mimalloc = allocator.library_path() is not None and sys.platform == 'linux'
+  assert ('allocator: mimalloc (' in done.stderr) is mimalloc, done.stderr[:2000]
