@@ -57,7 +57,7 @@ def machine_description(libraries: Sequence[str]) -> str:
   return (f'Machine: {cpu_model()}, {os.cpu_count()} cores, {pages / 2**30:.0f} GiB RAM, '
           f'no accelerator; Python {platform.python_version()}; {libs}. '
           f'Load average (1/5/15 min) when the table was written: {load}. '
-          f'Memory {allocator.describe()} (inherited by every worker).')
+          f'Benchmark process {allocator.describe()}.')
 
 
 def peak_rss_mib() -> float:
