@@ -64,6 +64,7 @@ def run_worker(name: str, batch_size: int, steps: int) -> dict:
           'system_s': system, 'wall_s': t1 - t0,
           'img_per_cpu_s': steps * batch_size / (user + system),
           'img_per_s': steps * batch_size / (t1 - t0), 'load_1min': os.getloadavg()[0],
+          'peak_rss_mib': common.peak_rss_mib(),
           'allocator': 'mimalloc' if allocator.active() else 'system'}
 
 
