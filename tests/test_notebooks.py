@@ -18,6 +18,7 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / 'notebooks'
 # What each notebook reads from ../shared/data (it is skipped when that is missing).
 DATA = {
     'dense_vs_conv.ipynb': ('fashion_mnist',),
+    'augmentation_and_segmentation.ipynb': ('camvid_240x180', 'coco128', 'nuclei_dsb2018'),
 }
 CELL_TIMEOUT_S = 600
 
