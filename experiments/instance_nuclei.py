@@ -19,7 +19,10 @@ Measured (2-core AMD EPYC CPU shared with other jobs, load average 6.0 at the st
 parameters): Mask R-CNN segm AP 0.588, AP50 0.869, bbox AP 0.542, AP50 0.872;
 classical segm AP 0.383, AP50 0.621, bbox AP 0.407, AP50 0.627; segm AP by epoch 4 /
 8 / 12 / 16: 0.499 / 0.558 / 0.585 / 0.588; 3.6 training images/s; whole command
-37.7 min (peak RSS 7.8 GB); no instance dropped.
+37.7 min (peak RSS 7.8 GB); no instance dropped. Rerun after the restructure (exact
+table normalisation; 2-core Intel Xeon, load 8-12 with tests beside it, 2026-11-26):
+segm AP 0.590, AP50 0.869, bbox AP 0.540, AP50 0.871; by epoch 0.511 / 0.559 / 0.582 /
+0.590; classical unchanged; 60.8 min wall, 2,680 CPU seconds, peak RSS 7.5 GB.
 """
 from __future__ import annotations
 
