@@ -65,8 +65,7 @@ def augment_fn(config, fill: Optional[Mapping[str, Any]] = None, **options):
   if not config.augment:
     return None
   from data import augment  # pylint: disable=g-import-not-at-top  (tf ops, built on use)
-  return augment.build_policy(config.augment, **({'fill': dict(fill)} if fill else {}),
-                              **options)
+  return augment.build_policy(config.augment, fill=dict(fill) if fill else None, **options)
 
 
 def normalization(config) -> dict[str, tuple[float, ...]]:

@@ -52,6 +52,12 @@ def _below_one(v):
   return _is_number(v) and 0 <= v < 1
 
 
+def _per_channel(test):
+  """`test` of one number, or of each of a non-empty tuple/list (one per channel)."""
+  return lambda v: test(v) or (isinstance(v, (tuple, list)) and bool(v)
+                               and all(test(x) for x in v))
+
+
 # Dotted field -> (test, what is expected). One table, so a new numeric field is one line.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'seed': (_is_int, 'an integer'),
@@ -74,10 +80,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'optimizer.b1': (_below_one, 'a number in [0, 1)'),
     'optimizer.b2': (_below_one, 'a number in [0, 1)'),
     'optimizer.momentum': (_below_one, 'a number in [0, 1)'),
-    'preprocess.mean': (lambda v: _is_number(v) or (isinstance(v, (tuple, list)) and v and all(
-        _is_number(x) for x in v)), 'a number or one number per channel'),
-    'preprocess.std': (lambda v: _positive_number(v) or (isinstance(v, (tuple, list)) and v and all(
-        _positive_number(x) for x in v)), 'a positive number or one per channel'),
+    'preprocess.mean': (_per_channel(_is_number), 'a number or one number per channel'),
+    'preprocess.std': (_per_channel(_positive_number), 'a positive number or one per channel'),
 }
 
 
@@ -179,4 +183,9 @@ def _check_evals(config: Mapping[str, Any]) -> None:
     kind = fields.get('type') if hasattr(fields, 'get') else None
     if kind not in EVALUATORS:
       raise ConfigError(f'config.evals.{name}.type={kind!r}; expected a registered evaluator: '
-                        f'{", ".join(EVALUATORS.names()) or "none registered (import tasks)"}.')
+                        f'{", ".join(EVALUATORS.names()) or "none registered"} (task '
+                        'packages register them: import tasks.evaluators).')
+    every_epochs = fields.get('every_epochs', 1)
+    if not _is_int(every_epochs) or every_epochs < 0:
+      raise ConfigError(f'config.evals.{name}.every_epochs={every_epochs!r}: expected an '
+                        'integer >= 0 (0: only at the end of training).')

@@ -8,8 +8,9 @@ of numbers, e.g. a confusion matrix). The loop stores the results of `<name>` as
 `<name>/<key>` in the evaluation history (saved in every checkpoint, so a resumed or
 finished run keeps them) and writes the scalars to metrics.jsonl / TensorBoard as
 `eval/<name>/<key>`. The task's exact sums (train/task.py) are the first evaluator
-of every run (`sums_evaluator`), unprefixed. Task packages register their evaluators when imported; `tasks/__init__.py`
-imports them all, in one place.
+of every run (`sums_evaluator`), unprefixed. Task packages register their evaluators
+when imported; `tasks/evaluators.py` imports them all, in one place. The entries'
+types and schedules are checked with the rest of the config (train/config_check.py).
 
 The idea is big_vision's `config.evals`: the loop knows when to evaluate, each
 evaluator knows what.
@@ -85,21 +86,14 @@ class Scheduled:
 
 def build_evaluators(evals: Mapping[str, Mapping[str, Any]], context: EvalContext
                      ) -> dict[str, Scheduled]:
-  """{name: scheduled evaluator} for `config.evals`; a bad entry is a ConfigError naming
-  it. Besides `type`, an entry may set `every_epochs` (see `Scheduled`); the other
-  fields are the evaluator's arguments."""
+  """{name: scheduled evaluator} for `config.evals` (checked by train/config_check.py);
+  besides `type`, an entry may set `every_epochs` (see `Scheduled`); the other fields
+  are the evaluator's arguments, and a wrong one is a ConfigError naming the entry."""
   built = {}
   for name, fields in (evals or {}).items():
     fields = dict(fields)
-    kind = fields.pop('type', None)
+    kind = fields.pop('type')
     every_epochs = fields.pop('every_epochs', 1)
-    if not isinstance(every_epochs, int) or isinstance(every_epochs, bool) or every_epochs < 0:
-      raise ConfigError(f'config.evals.{name}.every_epochs={every_epochs!r}: expected an '
-                        'integer >= 0 (0: only at the end of training).')
-    if kind not in EVALUATORS:
-      raise ConfigError(f'config.evals.{name}.type={kind!r}: expected one of '
-                        f'{EVALUATORS.names()} (a task package registers its evaluators '
-                        'when imported: import tasks).')
     try:
       built[name] = Scheduled(EVALUATORS.get(kind)(context, **fields), every_epochs)
     except TypeError as e:
@@ -107,16 +101,14 @@ def build_evaluators(evals: Mapping[str, Mapping[str, Any]], context: EvalContex
   return built
 
 
-def run_evaluators(evaluators: Mapping[str, Evaluator | Scheduled], state: TrainState,
+def run_evaluators(evaluators: Mapping[str, Scheduled], state: TrainState,
                    epoch: int = 0, final: bool = True) -> dict[str, Any]:
   """The results of the evaluators due at `epoch` (all if `final`), flat:
   {'<name>/<key>': value}; the evaluator named '' is unprefixed."""
   results = {}
   for name, evaluator in evaluators.items():
-    if isinstance(evaluator, Scheduled):
-      if not evaluator.due(epoch, final):
-        continue
-      evaluator = evaluator.evaluator
+    if not evaluator.due(epoch, final):
+      continue
     for key, value in evaluator(state).items():
       results[f'{name}/{key}' if name else key] = _jsonable(value)
   return results

@@ -148,8 +148,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
 
   config fields: seed, batch_size, eval_batch_size, num_epochs, optimizer (see
   train.optimizer), log_every_steps, and optionally shuffle_buffer, progress_bar,
-  eval_every_epochs, evals (train/evaluators.py: run with every evaluation), compute_dtype ('bfloat16': the model computes in bf16, parameters
-  and loss stay float32) and distributed (see train.distributed).
+  eval_every_epochs, evals (train/evaluators.py: run with the evaluations), compute_dtype
+  ('bfloat16': the model computes in bf16, parameters and loss stay float32) and
+  distributed (see train.distributed).
   `batch_size` is the global batch: divisible by the device count of all processes.
   `max_steps` stops early (after saving) at that global step: tests use it to
   simulate an interruption. `devices` (default: all) span the data-parallel mesh.
@@ -175,7 +176,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
                                    preprocess_fn=preprocess_fn)
   # Built before any work, so a bad config.evals entry stops the run at once.
   # The task's exact sums first (unprefixed: 'loss', 'accuracy', ...), then config.evals.
-  named_evaluators = {'': evaluators.sums_evaluator(context),
+  named_evaluators = {'': evaluators.Scheduled(evaluators.sums_evaluator(context)),
                       **evaluators.build_evaluators(config.get('evals'), context)}
   num_epochs = config['num_epochs']
   total_steps = num_epochs * steps_per_epoch
