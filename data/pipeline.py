@@ -9,7 +9,7 @@ Per-example randomness (augmentation) gets a stateless seed from
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +31,8 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
                   augment_fn: Optional[AugmentFn] = None,
                   preprocess_fn: Optional[Callable[[Features], Features]] = None,
                   skip_batches: int = 0, shuffle_buffer: Optional[int] = None,
-                  num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
+                  num_shards: int = 1, shard_index: int = 0,
+                  decode_fn: Optional[Callable[[Any], Features]] = None) -> tf.data.Dataset:
   """One epoch of shuffled, augmented, preprocessed batches of exactly `batch_size`.
 
   The order depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -39,7 +40,10 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
   every global batch: examples are assigned by their position in the epoch before
   augmentation, so a host augments only its own examples, each with the seed of its
   global index, and the union of the shards is the single-host batch. Yields
-  batches of `batch_size // num_shards` examples. When the dataset's cardinality is
+  batches of `batch_size // num_shards` examples. `dataset` holds records: with a
+  `decode_fn` (data/sources.py), the shuffle, the skip and the shard act on the records
+  and only this host's examples of this epoch's remaining batches are decoded, in
+  parallel. When the dataset's cardinality is
   unknown, stop after `num_examples // batch_size` batches (as the loop does) so that
   every host takes the same number of steps.
   """
@@ -63,13 +67,15 @@ def train_batches(dataset: tf.data.Dataset, *, batch_size: int, seed: int, epoch
     ds = ds.map(lambda _, example: example)
 
   def prepare(index, features):
+    if decode_fn is not None:
+      features = decode_fn(features)
     if augment_fn is not None:
       features = augment_fn(features, example_seed(seed, epoch, index))
     if preprocess_fn is not None:
       features = preprocess_fn(features)
     return features
 
-  if augment_fn is None and preprocess_fn is None:
+  if decode_fn is None and augment_fn is None and preprocess_fn is None:
     # Nothing per example: drop the index per batch. A per-example map costs ~20 us
     # an image on a CPU, which capped the pipeline below what a small model consumes.
     ds = ds.batch(per_shard, drop_remainder=True).map(lambda _, batch: batch)

@@ -43,17 +43,17 @@ def sources(config, eval_split: str, subset_seed: Optional[int] = None
   count = config.get('train_examples', 0)
   if count:
     count = min(count, train_source.num_examples)
-    dataset = train_source.dataset
+    dataset = train_source.records
     if subset_seed is None:
       dataset = dataset.take(count)
     else:  # cached: else every epoch reads the whole source to shuffle it
       dataset = dataset.shuffle(train_source.num_examples, seed=subset_seed,
                                 reshuffle_each_iteration=False).take(count).cache()
-    train_source = dataclasses.replace(train_source, dataset=dataset, num_examples=count)
+    train_source = dataclasses.replace(train_source, records=dataset, num_examples=count)
   repeats = config.get('train_repeats', 1)
   if repeats > 1:
     train_source = dataclasses.replace(
-        train_source, dataset=train_source.dataset.repeat(repeats),
+        train_source, records=train_source.records.repeat(repeats),
         num_examples=train_source.num_examples * repeats)
   return train_source, eval_source
 

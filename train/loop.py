@@ -265,10 +265,10 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
     while step < stop_at and not preempted:
       epoch, skip = divmod(step, steps_per_epoch)
       batches = pipeline.as_numpy(pipeline.train_batches(
-          train_source.dataset, batch_size=batch_size, seed=config['seed'], epoch=epoch,
+          train_source.records, batch_size=batch_size, seed=config['seed'], epoch=epoch,
           augment_fn=augment_fn, preprocess_fn=preprocess_fn, skip_batches=skip,
           shuffle_buffer=config.get('shuffle_buffer'), num_shards=num_shards,
-          shard_index=shard_index))
+          shard_index=shard_index, decode_fn=train_source.decode))
       segment_start = time.perf_counter()
       # Exactly the epoch's remaining steps, so every process takes the same number.
       for _, local_batch in zip(range(steps_per_epoch - skip), batches):
