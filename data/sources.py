@@ -45,8 +45,9 @@ class Source:
 
 def registered_sources() -> Registry:
   """SOURCES with every source module imported (each registers itself on import)."""
-  from data import (cifar10, coco, coco_tfds, fashion_mnist, image_folder,  # noqa: F401
-                    instance_labels, oxford_pet, seg_folder, shapes)
+  from data import (cifar10, coco, coco_records_source, coco_tfds,  # noqa: F401
+                    fashion_mnist, image_folder, instance_labels, oxford_pet, seg_folder,
+                    shapes)
   return SOURCES
 
 
