@@ -38,6 +38,10 @@ while reading num_shards files in parallel. One record per image:
                       only tf.repeat.
 
 The `coco_records` source (data/coco_records_source.py) reads them back with TF ops only.
+A shard's size is checked when the source is built (a partial copy is named); a record
+damaged in the middle surfaces in training as TensorFlow's `DataLossError: corrupted
+record at <offset>`, which names no file: `python -m data.coco_records --verify
+--out_dir=... --split=...` reads every record back and names the shard.
 COCOeval scores against the original annotation JSON: the sidecar records its absolute
 path, or with --copy_annotations a copy inside out_dir (so the folder alone suffices on
 another host).
@@ -211,7 +215,9 @@ def convert(data_dir: str, split: str, out_dir: str, num_shards: int = 0,
       'num_annotations': sum(histogram[k] * k for k in histogram),
       'annotations_per_image': {str(k): histogram[k] for k in sorted(histogram)},
       'most_annotated': most, 'reencoded_images': reencoded,
-      'shards': [{'file': n, 'num_examples': c} for n, c in zip(names, counts)]}
+      'shards': [{'file': n, 'num_examples': c,
+                  'bytes': os.path.getsize(os.path.join(out_dir, n))}
+                 for n, c in zip(names, counts)]}
   temp = os.path.join(out_dir, f'.{split}.json.tmp')
   with open(temp, 'w') as f:
     json.dump(sidecar, f, indent=1)
@@ -222,7 +228,7 @@ def convert(data_dir: str, split: str, out_dir: str, num_shards: int = 0,
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
       prog='python -m data.coco_records', description=__doc__.split('\n\n')[0])
-  parser.add_argument('--data_dir', required=True,
+  parser.add_argument('--data_dir', default='',
                       help='the COCO-layout folder (annotations/ and images/)')
   parser.add_argument('--split', required=True, help="e.g. 'train' (finds train2017)")
   parser.add_argument('--out_dir', required=True)
@@ -232,7 +238,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--image_dir', default='')
   parser.add_argument('--copy_annotations', action='store_true',
                       help='copy the annotation JSON (COCOeval ground truth) into out_dir')
+  parser.add_argument('--verify', action='store_true',
+                      help='only read every record of out_dir\'s split back (checksums)')
   args = parser.parse_args(argv)
+  if args.verify:
+    from data.coco_records_source import verify  # pylint: disable=g-import-not-at-top
+    print(f'{sidecar_path(args.out_dir, args.split)}: '
+          f'{verify(args.out_dir, args.split)} records read back, every checksum correct.')
+    return
+  if not args.data_dir:
+    parser.error('--data_dir is required to convert.')
   sidecar = convert(args.data_dir, args.split, args.out_dir, args.num_shards,
                     args.annotation_file, args.image_dir, args.copy_annotations)
   print(f'{sidecar_path(args.out_dir, args.split)}: {sidecar["num_examples"]} images, '

@@ -69,7 +69,35 @@ def read_sidecar(data_dir: str, split: str) -> dict[str, Any]:
     if not os.path.isfile(shard_path):
       raise FileNotFoundError(f'coco_records: {path} lists shard {shard_path}, which does '
                               'not exist.')
+    if os.path.getsize(shard_path) != shard['bytes']:
+      raise CocoRecordsError(
+          f'{shard_path}: the shard has {os.path.getsize(shard_path)} bytes, but {path} says '
+          f'{shard["bytes"]}: a partial copy or another conversion; copy or convert it again.')
   return sidecar
+
+
+def verify(data_dir: str, split: str) -> int:
+  """Reads every record of the split back, shard by shard; returns the number read.
+
+  Raises CocoRecordsError naming the shard when a record fails its checksum or a shard
+  holds another number of records than the sidecar says.
+  """
+  sidecar = read_sidecar(data_dir, split)
+  total = 0
+  for shard in sidecar['shards']:
+    shard_path = os.path.join(data_dir, shard['file'])
+    count = 0
+    try:
+      for _ in tf.data.TFRecordDataset(shard_path):
+        count += 1
+    except tf.errors.DataLossError as e:
+      raise CocoRecordsError(f'{shard_path}: record {count} is damaged ({e.message}); copy or '
+                             'convert the split again.') from e
+    if count != shard['num_examples']:
+      raise CocoRecordsError(f'{shard_path}: {count} records, but the sidecar says '
+                             f'{shard["num_examples"]}.')
+    total += count
+  return total
 
 
 def _nearest(source: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
