@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -203,7 +204,6 @@ def decode_record(record: tf.Tensor, image_size: Sequence[int], max_instances: i
 
 
 def _warn_truncated(path: str, sidecar: Mapping[str, Any], max_instances: int) -> None:
-  import warnings  # pylint: disable=g-import-not-at-top
   over = sum(v for k, v in sidecar['annotations_per_image'].items() if int(k) > max_instances)
   if not over:
     return

@@ -169,8 +169,10 @@ def test_sample_masks_reads_rle_at_pixels():
   np.testing.assert_array_equal(got, masks[:, rows][:, :, cols])
   empty = coco_records_source.sample_masks(rles[:0], 7, rows, cols)
   assert empty.shape == (0, 4, 3)
-  np.testing.assert_array_equal(coco_records_source._nearest(640, 256).numpy(),  # pylint: disable=protected-access
-                                coco.nearest_indices(640, 256))
+  nearest = coco_records_source._nearest  # pylint: disable=protected-access
+  for source, target in ((640, 256), (427, 171), (100, 300)):
+    np.testing.assert_array_equal(nearest(source, target).numpy(),
+                                  coco.nearest_indices(source, target))
 
 
 @pytest.fixture(scope='module')
@@ -192,3 +194,17 @@ def test_coco128_features_equal_coco_json(coco128_records):
   mean = np.mean([np.abs(g['image'].astype(int) - w['image'].astype(int)).mean()
                   for w, g in zip(want, got)])
   assert mean < 0.1
+
+
+@pytest.mark.slow  # 48 s at load 9 (COCOeval of both sources)
+def test_coco128_resize_ceiling_equals_coco_json(coco128_records):
+  # The evaluator's path: COCOeval of the source's own targets against the original
+  # annotation JSON (metadata['annotation_file'], category ids): the same numbers.
+  from tasks.instance import evaluation  # pylint: disable=g-import-not-at-top
+  root, out = coco128_records
+  config = {'image_size': (128, 128), 'max_instances': 100}
+  want = evaluation.resize_ceiling(build_source({'source': 'coco_json', 'data_dir': root,
+                                                 **config}, 'train'))
+  got = evaluation.resize_ceiling(build_source({'source': 'coco_records', 'data_dir': out,
+                                                **config}, 'train'))
+  assert got == want and want['bbox']['AP'] > 0.9
