@@ -159,16 +159,18 @@ def test_train_batches_decode_records(tmp_path):
 
 def test_sample_masks_reads_rle_at_pixels():
   rng = np.random.default_rng(0)
-  masks = (rng.random((4, 7, 5)) < 0.5).astype(np.uint8)
+  masks = (rng.random((5, 7, 5)) < 0.5).astype(np.uint8)
   masks[1] = 1  # starts with ones: a zero-length first run
   masks[2] = 0
+  masks[3] = 0
+  masks[3, 2:5, 1:3] = 1  # columns without a change are filled without a search
   runs = [coco_records.uncompressed_rle(m) for m in masks]
   rles = tf.RaggedTensor.from_row_lengths(np.concatenate(runs), [len(r) for r in runs])
-  rows, cols = np.array([6, 0, 3, 3]), np.array([4, 1, 0])
-  got = coco_records_source.sample_masks(rles, 7, rows, cols).numpy()
+  rows, cols = np.array([6, 0, 3, 3]), np.array([4, 1, 0, 2])
+  got = coco_records_source.sample_masks(rles, 7, 5, rows, cols).numpy()
   np.testing.assert_array_equal(got, masks[:, rows][:, :, cols])
-  empty = coco_records_source.sample_masks(rles[:0], 7, rows, cols)
-  assert empty.shape == (0, 4, 3)
+  empty = coco_records_source.sample_masks(rles[:0], 7, 5, rows, cols)
+  assert empty.shape == (0, 4, 4)
   nearest = coco_records_source._nearest  # pylint: disable=protected-access
   for source, target in ((640, 256), (427, 171), (100, 300)):
     np.testing.assert_array_equal(nearest(source, target).numpy(),
