@@ -180,7 +180,7 @@ def _write(args, rows, load_start) -> None:
            f'decode_fn=source.decode, batch_size={BATCH_SIZE})`, image_size '
            f'{IMAGE_SIZE[0]} x {IMAGE_SIZE[1]}, max_instances {MAX_INSTANCES} '
            '(experiments/instance_coco.py), no augmentation, one subprocess a row. '
-           + common.machine_description(['tensorflow']) +
+           + common.machine_description(['tensorflow-cpu', 'pillow', 'pycocotools']) +
            f' Load average (1 min) at the start / at this write: {load_start[0]:.1f} / '
            f'{load_end[0]:.1f}; every command ran under `nice -n 19`.')
   notes = ('Peak RSS is ru_maxrss of the row\'s process; CPU s are user + system seconds '
