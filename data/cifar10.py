@@ -9,7 +9,8 @@ in the official class order:
     `test_batch.bin` for test; each record is 1 label byte + 3072 pixel bytes,
     channel-planar (1024 R, then 1024 G, then 1024 B, each row-major 32x32).
   - `cifar10_folder`: an image folder `data_dir/<split>/<class>/*.jpg`, e.g. the
-    JPEG copy in ../shared/data/cifar10_jpeg (decoded once, cached in memory).
+    JPEG copy in ../shared/data/cifar10_jpeg (decoded once, cached in memory; or,
+    with `cache=False`, decoded after the shuffle and shard: data/image_folder.py).
 """
 from __future__ import annotations
 
@@ -121,5 +122,4 @@ def tfds_source(split: str, tfds_data_dir: str | None = None,
 def folder_source(split: str, data_dir: str, cache: bool = True, **unused: Any) -> Source:
   """`data_dir/<split>/<class>/*.jpg` with the ten official class names as folders."""
   paths, labels, _ = image_folder.list_files(data_dir, split, CLASS_NAMES)
-  dataset = image_folder.folder_dataset(paths, labels, IMAGE_SHAPE, cache)
-  return Source(dataset, len(paths), CLASS_NAMES, IMAGE_SHAPE)
+  return image_folder.folder_source(paths, labels, CLASS_NAMES, IMAGE_SHAPE, cache)
