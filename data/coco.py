@@ -348,7 +348,7 @@ def indexed_examples(images: Sequence[dict], per_image: Mapping[int, list[dict]]
 
   decode gives `load_example` of `images[index]`: the module docstring's features.
   """
-  def load(index: np.int64) -> dict[str, np.ndarray]:
+  def load(index: int) -> dict[str, np.ndarray]:
     image = images[int(index)]
     return load_example(image, per_image[image['id']], image_dir, label_of, image_size,
                         max_instances)

@@ -56,8 +56,8 @@ def numpy_decode(load: Callable[..., Mapping[str, np.ndarray]],
                  signature: Mapping[str, tf.TensorSpec]) -> Callable[[Any], dict[str, tf.Tensor]]:
   """A `Source.decode` running Python `load(**record)` (NumPy values) in a tf.data map.
 
-  `load` takes the record's fields as keyword arguments (NumPy scalars; strings as
-  bytes) and returns the features of `signature`, each of its dtype and shape. It runs
+  `load` takes the record's fields as keyword arguments (scalars as Python values,
+  strings as bytes; others as NumPy arrays) and returns the features of `signature`, each of its dtype and shape. It runs
   under `tf.numpy_function`: parallel map calls overlap where `load` releases the GIL
   (file reads, PIL decoding and resizing), and its exceptions surface as
   `tf.errors.OpError` with their message (which names the file).
@@ -68,11 +68,14 @@ def numpy_decode(load: Callable[..., Mapping[str, np.ndarray]],
     fields = tuple(record)
 
     def run(*values):
-      example = load(**dict(zip(fields, values)))
+      # Graph mode passes NumPy scalars, eager mode 0-d arrays: both become Python values.
+      example = load(**{f: np.asarray(v).item() if np.ndim(v) == 0 else v
+                        for f, v in zip(fields, values)})
       return [np.asarray(example[k], signature[k].dtype.as_numpy_dtype) for k in keys]
 
     values = tf.numpy_function(run, [record[f] for f in fields],
                                [signature[k].dtype for k in keys], stateful=False)
+    values = tf.nest.flatten(values)  # eager mode returns a lone output unlisted
     return {k: tf.ensure_shape(v, signature[k].shape) for k, v in zip(keys, values)}
 
   return decode

@@ -338,7 +338,8 @@ def test_tfds_source_on_mock_data():
       examples = [{**e, 'image': tf.io.encode_png(e['image']).numpy()} for e in examples]
     return tf.data.Dataset.from_generator(
         lambda: iter(examples), output_signature=tf.nest.map_structure(
-            lambda x: tf.TensorSpec((None,) * x.ndim, tf.as_dtype(x.dtype)), examples[0])
+            lambda x: tf.TensorSpec((None,) * np.ndim(x), tf.as_dtype(np.asarray(x).dtype)),
+            examples[0])
     ).apply(tf.data.experimental.assert_cardinality(2))
 
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
