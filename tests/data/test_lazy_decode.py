@@ -49,7 +49,6 @@ def test_coco_json(tmp_path):
   assert_lazy_equals_eager(source, batch_size=4)
 
 
-@pytest.mark.slow  # ~45 s on a loaded 2-core CPU
 @pytest.mark.filterwarnings('ignore:.*more than max_instances')
 def test_coco128():
   source = build_source({'source': 'coco_json', 'data_dir': shared_data_path('coco128'),
@@ -57,7 +56,6 @@ def test_coco128():
   assert_lazy_equals_eager(source, batch_size=16)
 
 
-@pytest.mark.slow  # ~40 s on a loaded 2-core CPU
 def test_instance_labels_nuclei():
   source = build_source({'source': 'instance_labels', 'image_size': (64, 64),
                          'data_dir': shared_data_path('nuclei_dsb2018')}, 'val')
