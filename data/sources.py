@@ -59,9 +59,8 @@ def numpy_decode(load: Callable[..., Mapping[str, np.ndarray]],
   `load` takes the record's fields as keyword arguments (scalars as Python values,
   strings as bytes; others as NumPy arrays) and returns the features of `signature`,
   each of its dtype and shape. It runs under `tf.numpy_function`: parallel map calls
-  overlap where `load` releases the GIL
-  (file reads, PIL decoding and resizing), and its exceptions surface as
-  `tf.errors.OpError` with their message (which names the file).
+  overlap where `load` releases the GIL (file reads, PIL decoding and resizing), and its
+  exceptions surface as `tf.errors.OpError` with their message (which names the file).
   """
   keys = tuple(signature)
 
