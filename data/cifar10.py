@@ -3,13 +3,15 @@
 Three sources give `{'image': uint8 [32, 32, 3], 'label': int32 []}` with the labels
 in the official class order:
   - `cifar10_tfds`: `tfds.load('cifar10')`; downloads when online (`tfds_data_dir`,
-    `manual_dir` passed through).
+    `manual_dir` passed through). Records keep the PNG bytes (SkipDecoding); decode
+    runs after the training pipeline's shuffle, shard and skip.
   - `cifar10_bin`: the official binary release read from `data_dir` (the
     `cifar-10-batches-bin` folder or its parent): `data_batch_{1..5}.bin` for train,
     `test_batch.bin` for test; each record is 1 label byte + 3072 pixel bytes,
     channel-planar (1024 R, then 1024 G, then 1024 B, each row-major 32x32).
   - `cifar10_folder`: an image folder `data_dir/<split>/<class>/*.jpg`, e.g. the
-    JPEG copy in ../shared/data/cifar10_jpeg (decoded once, cached in memory).
+    JPEG copy in ../shared/data/cifar10_jpeg (decoded once, cached in memory; or,
+    with `cache=False`, decoded after the shuffle and shard: data/image_folder.py).
 """
 from __future__ import annotations
 
@@ -105,21 +107,26 @@ def tfds_source(split: str, tfds_data_dir: str | None = None,
   builder = tfds.builder('cifar10', data_dir=tfds_data_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  records = builder.as_dataset(split=split, shuffle_files=False,
+                               decoders={'image': tfds.decode.SkipDecoding()})
   # TFDS datasets know their length; so do the ones `tfds.testing.mock_data` makes,
   # whose builder info has no splits.
-  num_examples = int(dataset.cardinality())
+  num_examples = int(records.cardinality())
   if num_examples < 0:
     num_examples = builder.info.splits[split].num_examples
-  dataset = dataset.map(
-      lambda ex: {'image': ex['image'], 'label': tf.cast(ex['label'], tf.int32)},
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return Source(dataset, num_examples, CLASS_NAMES, IMAGE_SHAPE)
+  records = records.map(lambda ex: {'image': ex['image'],
+                                    'label': tf.cast(ex['label'], tf.int32)})
+  image_feature = builder.info.features['image']
+
+  def decode(record):
+    return {'image': tf.ensure_shape(image_feature.decode_example(record['image']),
+                                     IMAGE_SHAPE), 'label': record['label']}
+
+  return Source(records, num_examples, CLASS_NAMES, IMAGE_SHAPE, decode=decode)
 
 
 @SOURCES.register('cifar10_folder')
 def folder_source(split: str, data_dir: str, cache: bool = True, **unused: Any) -> Source:
   """`data_dir/<split>/<class>/*.jpg` with the ten official class names as folders."""
   paths, labels, _ = image_folder.list_files(data_dir, split, CLASS_NAMES)
-  dataset = image_folder.folder_dataset(paths, labels, IMAGE_SHAPE, cache)
-  return Source(dataset, len(paths), CLASS_NAMES, IMAGE_SHAPE)
+  return image_folder.folder_source(paths, labels, CLASS_NAMES, IMAGE_SHAPE, cache)

@@ -2,9 +2,12 @@
 
 Reads the COCO instances schema (`images`, `annotations`, `categories`), e.g. COCO 2017,
 ../shared/data/coco128, or what data/shapes.py:write_coco writes. The JSON is read and
-checked once, eagerly (a bad file or annotation is named before training starts); the
-images are decoded lazily, one example at a time, from a Python generator, so memory
-stays bounded on big data. Examples come in ascending image id order.
+checked once, eagerly (a bad file or annotation is named before training starts). The
+source's records are `{'index': int64 []}`, positions in the image list (ascending image
+id order), so the training pipeline shuffles, shards and skips them before any image is
+read; `Source.decode` reads, resizes and rasterises one example (PIL and pycocotools,
+in a parallel tf.data map through data/sources.py:numpy_decode), so memory stays
+bounded on big data.
 
 Conventions:
 - Category ids (any, e.g. COCO's 1..90 with gaps) become contiguous labels 1..K in
@@ -43,7 +46,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +56,7 @@ from pycocotools import mask as mask_utils
 
 from errors import UserError
 from data.coco_images import check_images, load_image
-from data.sources import SOURCES, Source
+from data.sources import SOURCES, Source, numpy_decode
 
 # Names tried, in order, when the plain split name has no annotation file (COCO's own
 # `train2017` / `val2017` layout, as in ../shared/data/coco128).
@@ -338,6 +341,22 @@ def output_signature(image_size: Sequence[int], max_instances: int
           'original_size': tf.TensorSpec((2,), tf.int32)}
 
 
+def indexed_examples(images: Sequence[dict], per_image: Mapping[int, list[dict]],
+                     image_dir: str, label_of: Mapping[int, int], image_size: Sequence[int],
+                     max_instances: int) -> tuple[tf.data.Dataset, Any]:
+  """(records `{'index': int64 []}` 0..n-1, decode) of checked image entries.
+
+  decode gives `load_example` of `images[index]`: the module docstring's features.
+  """
+  def load(index: int) -> dict[str, np.ndarray]:
+    image = images[int(index)]
+    return load_example(image, per_image[image['id']], image_dir, label_of, image_size,
+                        max_instances)
+
+  records = tf.data.Dataset.range(len(images)).map(lambda index: {'index': index})
+  return records, numpy_decode(load, output_signature(image_size, max_instances))
+
+
 def _warn_truncated(json_path: str, images: Sequence[dict], per_image: Mapping[int, list],
                     max_instances: int) -> None:
   over = [(image, per_image[image['id']]) for image in images
@@ -374,16 +393,10 @@ def coco_json_source(split: str, data_dir: str, annotation_file: str = '',
   label_of = {c['id']: k + 1 for k, c in enumerate(categories)}
   _warn_truncated(json_path, images, per_image, max_instances)
 
-  def examples() -> Iterator[dict[str, np.ndarray]]:
-    for image in images:
-      yield load_example(image, per_image[image['id']], images_path, label_of, image_size,
-                         max_instances)
-
-  dataset = tf.data.Dataset.from_generator(
-      examples, output_signature=output_signature(image_size, max_instances))
-  dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(images)))
+  records, decode = indexed_examples(images, per_image, images_path, label_of, image_size,
+                                     max_instances)
   height, width = (int(d) for d in image_size)
   metadata = {'category_ids': tuple(c['id'] for c in categories),
               'annotation_file': json_path, 'image_dir': images_path, 'has_masks': True}
-  return Source(dataset, len(images), ('background', *(c['name'] for c in categories)),
-                (height, width, 3), metadata)
+  return Source(records, len(images), ('background', *(c['name'] for c in categories)),
+                (height, width, 3), metadata, decode)

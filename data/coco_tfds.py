@@ -14,6 +14,11 @@ are kept, then crowd, silently (the map runs in-graph; COCO 2017 has at most 93
 objects an image, so keep max_instances >= 100 to lose none). Splits: 'train',
 'val' (= TFDS 'validation'), 'test' (no objects). Only reads a prepared data set: it
 never starts TFDS's ~25 GB download.
+
+The records are TFDS's examples with the image left encoded (`tfds.decode.SkipDecoding`:
+JPEG bytes, the boxes, labels and ids as they are); `Source.decode` decodes the image
+with the feature's own `decode_example` (what TFDS does when it decodes) and converts
+the example, after the training pipeline's shuffle, shard and skip.
 """
 from __future__ import annotations
 
@@ -107,21 +112,28 @@ def coco_tfds_source(split: str, image_size: Sequence[int] = (512, 512),
   tfds_split = 'validation' if split == 'val' else split
   builder = tfds.builder(tfds_name, data_dir=tfds_data_dir)
   try:
-    dataset = builder.as_dataset(split=tfds_split, shuffle_files=False)
+    records = builder.as_dataset(split=tfds_split, shuffle_files=False,
+                                 decoders={'image': tfds.decode.SkipDecoding()})
   except AssertionError as e:  # TFDS's way of saying "not prepared"
     raise FileNotFoundError(
         f'coco_tfds: {tfds_name} split {tfds_split!r} is not prepared in '
         f'{builder.data_dir} (set config.data.tfds_data_dir, prepare it with TFDS, or use '
         f'the coco_json source on the COCO JSON files): {e}') from e
-  num_examples = int(dataset.cardinality())
+  num_examples = int(records.cardinality())
   if num_examples < 0 and tfds_split in builder.info.splits:
     num_examples = builder.info.splits[tfds_split].num_examples
   if num_examples < 0:
     raise ValueError(f'coco_tfds: the size of {tfds_name} split {tfds_split!r} is unknown.')
-  dataset = dataset.map(lambda e: convert_example(e, image_size, max_instances),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  records = records.map(lambda e: {k: e[k] for k in ('image', 'image/id', 'objects')})
+  image_feature = builder.info.features['image']
+
+  def decode(record):
+    example = {**record, 'image': image_feature.decode_example(record['image'])}
+    return convert_example(example, image_size, max_instances)
+
   names = builder.info.features['objects']['label'].names
   height, width = (int(d) for d in image_size)
   metadata = {'category_ids': COCO_CATEGORY_IDS[:len(names)], 'has_masks': False,
               'tfds_name': tfds_name, 'tfds_split': tfds_split}
-  return Source(dataset, num_examples, ('background', *names), (height, width, 3), metadata)
+  return Source(records, num_examples, ('background', *names), (height, width, 3), metadata,
+                decode)

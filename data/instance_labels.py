@@ -14,7 +14,8 @@ checked (missing label, size mismatch with its image, wrong label dtype are name
 the file) and every instance becomes a COCO annotation (compressed-RLE mask, bbox,
 area). Those annotations are the in-memory COCO ground truth for COCOeval
 (`Source.metadata['ground_truth']`, a pycocotools COCO) and, through data/coco.py's
-`load_example`, produce exactly the COCO source's feature dict and resize/pad: boxes,
+`load_example`, produce exactly the COCO source's feature dict and resize/pad (decoded
+lazily, after the training pipeline's shuffle, shard and skip, as data/coco.py does): boxes,
 classes, instance_masks, is_crowd (all False), instance_valid, image_id, image_scale,
 resized_size, original_size (see data/coco.py). Image ids are 1..n in the split list's order;
 `metadata['image_names'][image_id - 1]` is the file id.
@@ -29,11 +30,10 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -163,18 +163,13 @@ def instance_labels_source(split: str, data_dir: str, image_size: Sequence[int] 
   images_path = os.path.join(data_dir, image_dir)
   label_of = {1: 1}
 
-  def examples() -> Iterator[dict[str, np.ndarray]]:
-    for image in images:
-      yield coco.load_example(image, per_image[image['id']], images_path, label_of,
-                              image_size, max_instances)
-
-  dataset = tf.data.Dataset.from_generator(
-      examples, output_signature=coco.output_signature(image_size, max_instances))
-  dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(images)))
+  records, decode = coco.indexed_examples(images, per_image, images_path, label_of,
+                                          image_size, max_instances)
   height, width = (int(d) for d in image_size)
   metadata = {'category_ids': (1,), 'ground_truth': ground_truth(images, per_image, class_name),
               'image_dir': images_path, 'label_dir': os.path.join(data_dir, label_dir),
               'image_names': tuple(os.path.splitext(i['file_name'])[0] for i in images),
               'num_instances': sum(counts), 'max_instances_per_image': max(counts),
               'dropped_instances': dropped, 'has_masks': True}
-  return Source(dataset, len(images), ('background', class_name), (height, width, 3), metadata)
+  return Source(records, len(images), ('background', class_name), (height, width, 3), metadata,
+                decode)

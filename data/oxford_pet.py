@@ -9,6 +9,9 @@ image, nearest mask) so batches have one shape, and maps the trimap to
                      ('ignore' -> `ignore_id`, 'foreground' or 'background').
 Any other trimap value (none in the real data) becomes `ignore_id`.
 Needs the data (downloaded by TFDS when online, or prepared in `tfds_data_dir`).
+The records are the encoded image and trimap PNG bytes (`tfds.decode.SkipDecoding`);
+`Source.decode` decodes them with the features' own `decode_example` (what TFDS does
+when it decodes) and resizes, after the training pipeline's shuffle, shard and skip.
 """
 from __future__ import annotations
 
@@ -55,19 +58,23 @@ def oxford_pet_source(split: str, image_size: Sequence[int] = (128, 128),
   tfds_split = 'test' if split in ('val', 'validation') else split
   builder = tfds.builder('oxford_iiit_pet', data_dir=tfds_data_dir)
   builder.download_and_prepare()
-  dataset = builder.as_dataset(split=tfds_split, shuffle_files=False)
-  num_examples = int(dataset.cardinality())
+  encoded = ('image', 'segmentation_mask')
+  records = builder.as_dataset(split=tfds_split, shuffle_files=False,
+                               decoders={k: tfds.decode.SkipDecoding() for k in encoded})
+  num_examples = int(records.cardinality())
   if num_examples < 0:
     num_examples = builder.info.splits[tfds_split].num_examples
+  records = records.map(lambda example: {k: example[k] for k in encoded})
+  features = builder.info.features
 
-  def convert(example):
-    image = tf.image.resize(example['image'], (height, width), antialias=True)
+  def decode(record):
+    image = features['image'].decode_example(record['image'])
+    image = tf.image.resize(image, (height, width), antialias=True)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    trimap = tf.image.resize(example['segmentation_mask'], (height, width),
-                             method='nearest')[..., 0]
+    trimap = features['segmentation_mask'].decode_example(record['segmentation_mask'])
+    trimap = tf.image.resize(trimap, (height, width), method='nearest')[..., 0]
     return {'image': tf.ensure_shape(image, (height, width, 3)),
             'mask': tf.ensure_shape(map_trimap(trimap, table, ignore_id), (height, width))}
 
-  dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   names = SEMANTIC_CLASSES if target == 'semantic' else BINARY_CLASSES
-  return Source(dataset, num_examples, names, (height, width, 3))
+  return Source(records, num_examples, names, (height, width, 3), decode=decode)

@@ -1,7 +1,12 @@
 """Batching of feature-dict datasets for training and exact evaluation.
 
 Training: per-epoch shuffle seeded by (seed, epoch), fixed-size batches (remainder
-dropped), and `skip_batches` to resume mid-epoch at the same data position.
+dropped), and `skip_batches` to resume mid-epoch at the same data position. It takes a
+source's light records and its `decode` (data/sources.py): the shuffle, the skip and
+the per-process shard act on the records, and only this process's remaining examples
+are decoded, in the parallel map. Since tf.data's shuffle permutation depends only on
+(seed, buffer size, element count), the batches are those of shuffling the decoded
+examples (`source.dataset`) themselves, bit for bit (tests/data/test_lazy_decode.py).
 Evaluation: every example exactly once; the last partial batch is padded to the full
 batch size and a boolean `valid` key marks the real examples, so shapes stay static.
 Per-example randomness (augmentation) gets a stateless seed from

@@ -9,11 +9,19 @@ convention), an RGB or RGBA mask only if its three channels are equal everywhere
 its alpha opaque), no JPEG (lossy: its edges hold wrong class ids). Any other colour
 mask is refused with its file named, unless `palette` lists the RGB colour of each
 value (entry k is the colour of value k), which maps colours to values explicitly.
-All pairs are decoded and checked once, eagerly, so a bad file
-is named: an image without a mask, an image and mask of different sizes, images of
-different sizes (batches need one static shape), or a mask value outside the
-declared classes. Examples: `{'image': uint8 [H, W, C], 'mask': int32 [H, W]}`,
-sorted by file name (numerically where the names are numbers).
+Every pair's headers are read and checked when the source is built, so a bad file is
+named before training: an image without a mask, a file that does not open, an image
+format TensorFlow does not decode, a JPEG mask, a mask mode that holds no class ids,
+an image and mask of different sizes, images of different sizes (batches need one
+static shape), a malformed `palette`. The pixels are decoded lazily: the records are
+`{'image': path, 'mask': path}` (string []), and `Source.decode` reads them after the
+training pipeline's shuffle, shard and skip, in its parallel map (the image with
+`tf.io.decode_image`, the mask with `read_mask` and `map_mask` through
+data/sources.py:numpy_decode). What only the pixels show (a mask value outside the
+declared classes or `value_map`, colour channels that differ, a translucent alpha, a
+colour missing from `palette`) is raised when that example is decoded, as a
+`tf.errors.OpError` whose message names the file. Examples: `{'image': uint8 [H, W, C],
+'mask': int32 [H, W]}`, sorted by file name (numerically where the names are numbers).
 
 Sources:
   seg_folder      any layout: `image_dir` / `mask_dir` templates with `{split}`.
@@ -31,9 +39,13 @@ import tensorflow as tf
 from PIL import Image
 
 from errors import UserError
-from data.sources import SOURCES, Source
+from data.sources import SOURCES, Source, numpy_decode
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+# Formats tf.io.decode_image reads (PIL's names).
+TF_IMAGE_FORMATS = ('PNG', 'JPEG', 'BMP', 'GIF')
+# PIL modes of masks read_mask accepts (colour ones only with equal channels or a palette).
+MASK_MODES = ('1', 'L', 'P', 'I', 'I;16', 'I;16B', 'I;16L', 'LA', 'RGB', 'RGBA')
 CAMVID_CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol',
                   'Fence', 'Car', 'Pedestrian', 'Bicyclist')
 CAMVID_IGNORE = 11
@@ -72,12 +84,13 @@ def list_pairs(image_dir: str, mask_dir: str) -> list[tuple[str, str]]:
   return pairs
 
 
-def _decode(path: str, channels: int) -> np.ndarray:
+def _header(path: str, what: str) -> tuple[str, str, tuple[int, int]]:
+  """(PIL format, mode, (h, w)) of an image file, read from its header only."""
   try:
-    return tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                              expand_animations=False).numpy()
-  except tf.errors.OpError as e:
-    raise SegFolderError(f'{path}: cannot decode the image ({e.message}).') from e
+    with Image.open(path) as image:
+      return image.format, image.mode, (image.size[1], image.size[0])
+  except (OSError, SyntaxError, ValueError) as e:
+    raise SegFolderError(f'{path}: cannot read the {what} ({type(e).__name__}: {e}).') from e
 
 
 def _mask_error(path: str, what: str) -> SegFolderError:
@@ -86,9 +99,8 @@ def _mask_error(path: str, what: str) -> SegFolderError:
       'config.data.palette to the RGB colour of each class id).')
 
 
-def _palette_values(path: str, rgb: np.ndarray, palette: Sequence[Sequence[int]]
-                    ) -> np.ndarray:
-  """int32 [H, W]: the index in `palette` (RGB triples) of each pixel's colour."""
+def check_palette(palette: Sequence[Sequence[int]]) -> np.ndarray:
+  """int64 [K, 3] colours of `palette`; raises SegFolderError unless distinct RGB triples."""
   colours = np.asarray(palette, np.int64)
   if colours.ndim != 2 or colours.shape[1] != 3 or ((colours < 0) | (colours > 255)).any():
     raise SegFolderError(f'config.data.palette has shape {colours.shape}; expected a list '
@@ -96,6 +108,14 @@ def _palette_values(path: str, rgb: np.ndarray, palette: Sequence[Sequence[int]]
   keys = colours @ np.array([65536, 256, 1])
   if len(set(keys.tolist())) != len(keys):
     raise SegFolderError(f'config.data.palette repeats a colour: {palette}.')
+  return colours
+
+
+def _palette_values(path: str, rgb: np.ndarray, palette: Sequence[Sequence[int]]
+                    ) -> np.ndarray:
+  """int32 [H, W]: the index in `palette` (RGB triples) of each pixel's colour."""
+  colours = check_palette(palette)
+  keys = colours @ np.array([65536, 256, 1])
   pixels = rgb[..., :3].astype(np.int64) @ np.array([65536, 256, 1])
   order = np.argsort(keys)
   position = np.clip(np.searchsorted(keys[order], pixels), 0, len(keys) - 1)
@@ -128,9 +148,9 @@ def read_mask(path: str, palette: Optional[Sequence[Sequence[int]]] = None) -> n
     raise SegFolderError(
         f'{path}: mask is a JPEG, whose lossy compression turns pixels along every edge '
         'into other values (other class ids, silently); store masks as PNG.')
-  if mode in ('1', 'L', 'P', 'I', 'I;16', 'I;16B', 'I;16L'):
+  if mode in MASK_MODES[:-3]:
     return values.astype(np.int32)
-  if mode not in ('LA', 'RGB', 'RGBA'):
+  if mode not in MASK_MODES:
     raise _mask_error(path, f'has PIL mode {mode!r}')
   if mode in ('LA', 'RGBA') and (values[..., -1] != 255).any():
     raise _mask_error(path, f'has an alpha channel that is not opaque '
@@ -174,31 +194,66 @@ def map_mask(raw: np.ndarray, path: str, num_classes: int, ignore_id: Optional[i
   return mask
 
 
-def load_pairs(pairs: Sequence[tuple[str, str]], channels: int, num_classes: int,
-               ignore_id: Optional[int], value_map: Optional[Mapping[int, int]] = None,
-               palette: Optional[Sequence[Sequence[int]]] = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-  """(images uint8 [N, H, W, channels], masks int32 [N, H, W]), every pair checked."""
-  images, masks = [], []
+def check_pairs(pairs: Sequence[tuple[str, str]], channels: int,
+                palette: Optional[Sequence[Sequence[int]]] = None) -> tuple[int, int, int]:
+  """The image shape (H, W, channels) shared by every pair; raises SegFolderError naming
+  the file for what the headers show (module docstring). Reads no pixels."""
+  if palette:
+    check_palette(palette)
+  shape = None
   for image_path, mask_path in pairs:
-    image = _decode(image_path, channels)
-    raw = read_mask(mask_path, palette)
-    if image.shape[:2] != raw.shape:
-      raise SegFolderError(f'{mask_path}: mask size {raw.shape} (H, W) differs from its image '
-                           f'{image_path} {image.shape[:2]}.')
-    if images and image.shape != images[0].shape:
-      raise SegFolderError(f'{image_path}: shape {image.shape}, but {pairs[0][0]} has '
-                           f'{images[0].shape}; every image must have one size (resize '
+    image_format, _, size = _header(image_path, 'image')
+    if image_format not in TF_IMAGE_FORMATS:
+      raise SegFolderError(f'{image_path}: image format {image_format}; expected one of '
+                           f'{TF_IMAGE_FORMATS} (what tf.io.decode_image reads).')
+    mask_format, mode, mask_size = _header(mask_path, 'mask')
+    if mask_format == 'JPEG':
+      raise SegFolderError(
+          f'{mask_path}: mask is a JPEG, whose lossy compression turns pixels along every '
+          'edge into other values (other class ids, silently); store masks as PNG.')
+    if mode not in MASK_MODES:
+      raise _mask_error(mask_path, f'has PIL mode {mode!r}')
+    if size != mask_size:
+      raise SegFolderError(f'{mask_path}: mask size {mask_size} (H, W) differs from its image '
+                           f'{image_path} {size}.')
+    if shape is None:
+      shape = size
+    elif size != shape:
+      raise SegFolderError(f'{image_path}: shape {(*size, channels)}, but {pairs[0][0]} has '
+                           f'{(*shape, channels)}; every image must have one size (resize '
                            'the folder first).')
-    images.append(image)
-    masks.append(map_mask(raw, mask_path, num_classes, ignore_id, value_map))
-  return np.stack(images), np.stack(masks)
+  return (*shape, channels)
+
+
+def pair_decoder(image_shape: Sequence[int], num_classes: int, ignore_id: Optional[int],
+                 value_map: Optional[Mapping[int, int]] = None,
+                 palette: Optional[Sequence[Sequence[int]]] = None):
+  """decode: `{'image': path, 'mask': path}` -> `{'image': uint8 image_shape, 'mask':
+  int32 [H, W]}` (the mask's values checked and mapped by map_mask)."""
+  height, width, channels = image_shape
+
+  def load_mask(mask: bytes) -> dict[str, np.ndarray]:
+    path = mask.decode()
+    return {'mask': map_mask(read_mask(path, palette), path, num_classes, ignore_id,
+                             value_map)}
+
+  decode_mask = numpy_decode(load_mask, {'mask': tf.TensorSpec((height, width), tf.int32)})
+
+  def decode(record: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    image = tf.io.decode_image(tf.io.read_file(record['image']), channels=channels,
+                               expand_animations=False)
+    return {'image': tf.ensure_shape(image, tuple(image_shape)),
+            **decode_mask({'mask': record['mask']})}
+
+  return decode
 
 
 def _source(pairs, class_names, channels, ignore_id, value_map=None, palette=None) -> Source:
-  images, masks = load_pairs(pairs, channels, len(class_names), ignore_id, value_map, palette)
-  dataset = tf.data.Dataset.from_tensor_slices({'image': images, 'mask': masks})
-  return Source(dataset, len(images), tuple(class_names), tuple(images.shape[1:]))
+  shape = check_pairs(pairs, channels, palette)
+  records = tf.data.Dataset.from_tensor_slices(
+      {'image': [i for i, _ in pairs], 'mask': [m for _, m in pairs]})
+  decode = pair_decoder(shape, len(class_names), ignore_id, value_map, palette)
+  return Source(records, len(pairs), tuple(class_names), shape, decode=decode)
 
 
 @SOURCES.register('seg_folder')

@@ -9,12 +9,21 @@ Records are light (file names, annotation indices, encoded bytes): the training
 pipeline shuffles, shards per process and skips to a resume point on records, and only
 then decodes, in parallel (data/pipeline.py). A source whose examples already live in
 memory as arrays has no `decode`: its records are its feature dicts.
+
+What a source provides: `records`, a dataset of known cardinality whose elements are one
+tensor or a dict of tensors (never a tuple: `Dataset.map` would unpack it), the same
+records in the same order on every build; and `decode(record)`, built from TF ops, or
+from Python through `numpy_decode` where only a Python library (PIL, pycocotools)
+gives today's exact values. The data order contract rests on this: tf.data's shuffle
+permutation depends only on (seed, buffer size, element count), so shuffling records
+puts the decoded examples in the order shuffling the examples themselves would.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from registry import Registry
@@ -41,6 +50,35 @@ class Source:
       return self.records
     return self.records.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE,
                             deterministic=True)
+
+
+def numpy_decode(load: Callable[..., Mapping[str, np.ndarray]],
+                 signature: Mapping[str, tf.TensorSpec]) -> Callable[[Any], dict[str, tf.Tensor]]:
+  """A `Source.decode` running Python `load(**record)` (NumPy values) in a tf.data map.
+
+  `load` takes the record's fields as keyword arguments (scalars as Python values,
+  strings as bytes; others as NumPy arrays) and returns the features of `signature`,
+  each of its dtype and shape. It runs under `tf.numpy_function`: parallel map calls
+  overlap where `load` releases the GIL (file reads, PIL decoding and resizing), and its
+  exceptions surface as `tf.errors.OpError` with their message (which names the file).
+  """
+  keys = tuple(signature)
+
+  def decode(record: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    fields = tuple(record)
+
+    def run(*values):
+      # Graph mode passes NumPy scalars, eager mode 0-d arrays: both become Python values.
+      example = load(**{f: np.asarray(v).item() if np.ndim(v) == 0 else v
+                        for f, v in zip(fields, values)})
+      return [np.asarray(example[k], signature[k].dtype.as_numpy_dtype) for k in keys]
+
+    values = tf.numpy_function(run, [record[f] for f in fields],
+                               [signature[k].dtype for k in keys], stateful=False)
+    values = tf.nest.flatten(values)  # eager mode returns a lone output unlisted
+    return {k: tf.ensure_shape(v, signature[k].shape) for k, v in zip(keys, values)}
+
+  return decode
 
 
 def registered_sources() -> Registry:

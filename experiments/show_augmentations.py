@@ -52,9 +52,11 @@ def read_camvid(data_dir: str, name: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
       raise FileNotFoundError(f'experiments/show_augmentations.py: {path} is missing; point '
                               '--config.data_dir at the folder holding camvid_240x180/.')
-  images, masks = seg_folder.load_pairs([paths], 3, len(seg_folder.CAMVID_CLASSES),
-                                        seg_folder.CAMVID_IGNORE)
-  return {'image': images[0], 'mask': masks[0].astype(np.uint8)}
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  decode = seg_folder.pair_decoder(seg_folder.check_pairs([paths], 3),
+                                   len(seg_folder.CAMVID_CLASSES), seg_folder.CAMVID_IGNORE)
+  example = decode({'image': tf.constant(paths[0]), 'mask': tf.constant(paths[1])})
+  return {'image': example['image'].numpy(), 'mask': example['mask'].numpy().astype(np.uint8)}
 
 
 def read_coco(data_dir: str, name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:

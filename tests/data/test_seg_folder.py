@@ -62,12 +62,26 @@ def test_size_mismatch_names_the_file(tmp_path):
     build_source(_config(root), 'train')
 
 
-def test_mask_value_outside_the_classes_names_the_file(tmp_path):
+def test_mask_value_outside_the_classes_names_the_file_when_decoded(tmp_path):
   root = _folder(str(tmp_path), mask_fn=lambda name: np.full((6, 8), 7 if name == 'b' else 1))
-  with pytest.raises(seg_folder.SegFolderError, match=r'b\.png: mask values \[7\] outside'):
-    build_source(_config(root), 'train')
+  source = build_source(_config(root), 'train')  # pixels are read lazily
+  with pytest.raises(tf.errors.OpError, match=r'b\.png: mask values \[7\] outside'):
+    list(source.dataset.as_numpy_iterator())
   # The ignore id itself is allowed.
-  build_source(_config(root, ignore_id=7), 'train')
+  assert len(list(build_source(_config(root, ignore_id=7), 'train').dataset)) == 4
+
+
+def test_header_errors_are_named_when_the_source_is_built(tmp_path):
+  root = _folder(str(tmp_path))
+  _write(os.path.join(root, 'train', 'a.png'), np.zeros((6, 9, 3)))
+  _write(os.path.join(root, 'trainannot', 'a.png'), np.zeros((6, 9)))
+  with pytest.raises(seg_folder.SegFolderError, match=re.escape(
+      'a.png: shape (6, 9, 3), but ' + os.path.join(root, 'train', '2.png') + ' has (6, 8, 3)')):
+    build_source(_config(root), 'train')
+  Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(os.path.join(root, 'train', 'a.png'),
+                                                      format='TIFF')
+  with pytest.raises(seg_folder.SegFolderError, match=r'a\.png: image format TIFF'):
+    build_source(_config(root), 'train')
 
 
 def test_value_map_and_unmapped_value(tmp_path):
@@ -143,7 +157,7 @@ def test_colour_coded_mask_is_refused_with_its_name(tmp_path):
   # Class id in the red channel only: read as luminance this was 0..3, silently.
   rgb = np.stack([IDS, np.zeros_like(IDS), np.zeros_like(IDS)], -1).astype(np.uint8)
   config, path = _mask_folder(str(tmp_path), Image.fromarray(rgb, 'RGB'))
-  with pytest.raises(seg_folder.SegFolderError, match=re.escape(
+  with pytest.raises(tf.errors.OpError, match=re.escape(
       f'{path}: mask has 3 channels that differ (RGB colour-coded?) in 44 pixels, e.g. '
       '(1, 0, 0); expected a single-channel class-id image')):
     _mask_of(config)
@@ -152,7 +166,7 @@ def test_colour_coded_mask_is_refused_with_its_name(tmp_path):
 def test_translucent_alpha_is_refused(tmp_path):
   rgba = np.stack([IDS] * 3 + [np.full_like(IDS, 128)], -1).astype(np.uint8)
   config, path = _mask_folder(str(tmp_path), Image.fromarray(rgba, 'RGBA'))
-  with pytest.raises(seg_folder.SegFolderError, match=re.escape(
+  with pytest.raises(tf.errors.OpError, match=re.escape(
       f'{path}: mask has an alpha channel that is not opaque (48 pixels)')):
     _mask_of(config)
 
@@ -166,7 +180,7 @@ def test_palette_maps_colours_to_class_ids(tmp_path):
   indexed.putpalette([v for colour in PALETTE[::-1] for v in colour])
   indexed.save(path)
   np.testing.assert_array_equal(_mask_of(config, palette=PALETTE), IDS)
-  with pytest.raises(seg_folder.SegFolderError, match=re.escape(
+  with pytest.raises(tf.errors.OpError, match=re.escape(
       f'{path}: mask colours [(220, 35, 151)] are not in config.data.palette (4 pixels)')):
     _mask_of(config, palette=PALETTE[:11])
   with pytest.raises(seg_folder.SegFolderError, match='palette repeats a colour'):
