@@ -90,6 +90,21 @@ def check(condition: bool, op: str, message: str) -> None:
     raise ValueError(f'augmentation op {op!r}: {message}')
 
 
+def out_size(size, in_size):
+  """An op's `size` argument (None: keep the input's; an int: square) as (height, width)."""
+  if size is None:
+    return in_size
+  return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def check_size(name: str, size) -> None:
+  if size is None:
+    return
+  sizes = (size,) if isinstance(size, int) else tuple(size)
+  check(len(sizes) in (1, 2) and all(isinstance(s, int) and s > 0 for s in sizes), name,
+        f'size must be a positive int or (height, width), got {size!r}.')
+
+
 def split_spec(spec) -> list:
   """`"a|b(1)"` -> ['a', 'b(1)']; a list is returned as a list."""
   if isinstance(spec, str):
