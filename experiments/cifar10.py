@@ -116,7 +116,7 @@ def train(config, workdir: str, train_source: Source, test_source: Source) -> Tr
       config, workdir, model=build_classifier(config, len(train_source.class_names)),
       train_source=train_source, eval_source=test_source,
       task=classification_task(config.label_smoothing, **common.normalization(config)),
-      augment_fn=common.augment_fn(config))
+      **common.augment_fns(config))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:

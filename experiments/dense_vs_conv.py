@@ -92,7 +92,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResu
       model=build_model(config.models[name].to_dict(),
                         num_classes=len(train_source.class_names)),
       train_source=train_source, eval_source=test_source,
-      augment_fn=common.augment_fn(config)) for name in config.model_names}
+      **common.augment_fns(config)) for name in config.model_names}
   if not common.should_report(results):
     return results
   # Every number comes from the last evaluation, stored in the checkpoints.

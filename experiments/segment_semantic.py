@@ -103,7 +103,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                        'num_classes': 1 if binary else len(class_names)})
   result = train_and_evaluate(
       config, workdir, model=model, train_source=train_source, eval_source=eval_source,
-      task=task, augment_fn=common.augment_fn(config, {'mask': config.ignore_id}))
+      task=task, **common.augment_fns(config, {'mask': config.ignore_id}))
   if not common.should_report(result):
     return result
   shown = common.first_examples(eval_source, config.num_overlays)
