@@ -26,7 +26,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 
 from data import augment, augment_jax, pipeline  # noqa: E402
-from experiments import cifar10, common, instance_nuclei, segment_binary, segment_semantic  # noqa: E402
+from experiments import (cifar10, common, instance_nuclei, segment_binary,  # noqa: E402
+                         segment_semantic)
 from models import build_model  # noqa: E402
 from tasks.classification.task import classification_task  # noqa: E402
 from tasks.instance.task import instance_task  # noqa: E402

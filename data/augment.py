@@ -59,21 +59,9 @@ class Policy:
   def draw(self, seed: tf.Tensor, size: Size) -> list[Stage]:
     """One example's draws from its seed [2] and image (H, W): op i draws from
     `stateless_fold_in(seed, i)`; consecutive geometric ops fuse into one Affine."""
-    stages: list[Stage] = []
-    matrix = None  # pending fused geometric transform
-    for index, op in enumerate(self.ops):
-      op_seed = tf.random.experimental.stateless_fold_in(seed, index)
-      if isinstance(op, GeometricOp):
-        step, size = op.sample(op_seed, size)
-        matrix = step if matrix is None else tf.linalg.matmul(step, matrix)
-      else:
-        if matrix is not None:
-          stages.append(Affine(matrix, size))
-          matrix = None
-        stages.append(Photometric(op.name, op.sample(op_seed)))
-    if matrix is not None:
-      stages.append(Affine(matrix, size))
-    return stages
+    return augment_spec.draw_stages(self.ops, seed, size, geometric=GeometricOp,
+                                    fold_in=tf.random.experimental.stateless_fold_in,
+                                    matmul=tf.linalg.matmul)
 
   def apply(self, features: Features, stages: Sequence[Stage]) -> Features:
     """Applies one example's draws (from `draw`) to its features."""
@@ -87,12 +75,7 @@ class Policy:
       if dtype.is_integer:
         settings = dataclasses.replace(
             settings, fill={**settings.fill, 'image': settings.fill['image'] / dtype.max})
-    ops = iter(photometric)
-    for stage in stages:
-      if isinstance(stage, Affine):
-        features = apply_affine(features, stage.matrix, stage.size, settings)
-      else:
-        features['image'] = next(ops).apply(features['image'], stage.values)
+    features = augment_spec.apply_stages(features, stages, photometric, settings, apply_affine)
     if photometric:
       features['image'] = from_unit(features['image'], dtype)
     return features

@@ -45,7 +45,8 @@ jax.tree_util.register_pytree_node(
     Affine, lambda a: ((a.matrix,), tuple(int(d) for d in a.size)),
     lambda size, children: Affine(children[0], size))
 jax.tree_util.register_pytree_node(
-    Photometric, lambda p: ((p.values,), p.name), lambda name, children: Photometric(name, children[0]))
+    Photometric, lambda p: ((p.values,), p.name),
+    lambda name, children: Photometric(name, children[0]))
 
 # uint8 value v -> v / 255 in float32 with IEEE division (XLA would multiply by the
 # reciprocal, 1 ulp off the host's division for some v).
@@ -276,21 +277,8 @@ class DevicePolicy:
     return jax.vmap(lambda k: self._draw_one(k, size))(jax.random.split(key, batch_size))
 
   def _draw_one(self, key: jax.Array, size: Size) -> list[Stage]:
-    stages: list[Stage] = []
-    matrix = None
-    for index, op in enumerate(self.ops):
-      op_key = jax.random.fold_in(key, index)
-      if isinstance(op, DeviceGeometricOp):
-        step, size = op.sample(op_key, size)
-        matrix = step if matrix is None else matmul(step, matrix)
-      else:
-        if matrix is not None:
-          stages.append(Affine(matrix, size))
-          matrix = None
-        stages.append(Photometric(op.name, op.sample(op_key)))
-    if matrix is not None:
-      stages.append(Affine(matrix, size))
-    return stages
+    return augment_spec.draw_stages(self.ops, key, size, geometric=DeviceGeometricOp,
+                                    fold_in=jax.random.fold_in, matmul=matmul)
 
   def apply(self, batch: Mapping[str, jnp.ndarray], stages: Sequence[Stage]) -> Batch:
     """Applies the batch's draws (from `draw`, or the host's stacked per example)."""
@@ -311,12 +299,8 @@ class DevicePolicy:
     def one(example, example_stages):
       if photometric:
         example['image'] = _to_unit(example['image'])
-      ops = iter(photometric)
-      for stage in example_stages:
-        if isinstance(stage, Affine):
-          example = apply_affine(example, stage.matrix, stage.size, settings)
-        else:
-          example['image'] = next(ops).apply(example['image'], stage.values)
+      example = augment_spec.apply_stages(example, example_stages, photometric, settings,
+                                          apply_affine)
       if photometric:
         example['image'] = _from_unit(example['image'], image.dtype)
       return example

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence, Union
 
 INSTANCE_KEYS = ('boxes', 'classes', 'instance_masks', 'is_crowd', 'instance_valid')
 
@@ -82,6 +82,43 @@ class Photometric:
   """One photometric op's draws: {name: scalar} (or {name: [B]})."""
   name: str
   values: dict[str, Any]
+
+
+def draw_stages(ops: Sequence[Any], seed: Any, size: Any, *, geometric: type,
+                fold_in: Callable[[Any, int], Any], matmul: Callable[[Any, Any], Any]
+                ) -> list[Union[Affine, Photometric]]:
+  """One example's draws, for either path: op i draws from `fold_in(seed, i)`; a run of
+  consecutive `geometric` ops (`.sample(seed, size) -> (matrix, size)`) fuses into one
+  Affine; a photometric op (`.sample(seed) -> values`) gives a Photometric stage."""
+  stages: list[Union[Affine, Photometric]] = []
+  matrix = None  # pending fused geometric transform
+  for index, op in enumerate(ops):
+    op_seed = fold_in(seed, index)
+    if isinstance(op, geometric):
+      step, size = op.sample(op_seed, size)
+      matrix = step if matrix is None else matmul(step, matrix)
+    else:
+      if matrix is not None:
+        stages.append(Affine(matrix, size))
+        matrix = None
+      stages.append(Photometric(op.name, op.sample(op_seed)))
+  if matrix is not None:
+    stages.append(Affine(matrix, size))
+  return stages
+
+
+def apply_stages(features: dict, stages: Sequence[Union[Affine, Photometric]],
+                 photometric_ops: Sequence[Any], settings: SyncSettings,
+                 apply_affine: Callable[..., dict]) -> dict:
+  """One example's draws applied, for either path: each Affine through `apply_affine`
+  (features, matrix, size, settings), each Photometric through its op's `.apply`."""
+  ops = iter(photometric_ops)
+  for stage in stages:
+    if isinstance(stage, Affine):
+      features = apply_affine(features, stage.matrix, stage.size, settings)
+    else:
+      features['image'] = next(ops).apply(features['image'], stage.values)
+  return features
 
 
 def check(condition: bool, op: str, message: str) -> None:

@@ -52,7 +52,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       progress_bar=True, num_overlays=6,
       train_repeats=1,  # a small training set repeated (each copy augmented anew)
       # Geometric ops move image and mask together; uncovered mask pixels get ignore_id.
-      augment='flip_lr|rotate(10)|brightness(0.1)'))
+      augment='flip_lr|rotate(10)|brightness(0.1)',
+      # 'host': tf.data on the CPU cores (the recorded results); 'device' in the jitted
+      # step (data/augment_jax.py: other draws; for an accelerator; benchmarks/augment_on.py).
+      augment_on='host'))
   config.data = ml_collections.ConfigDict(dict(
       source='shapes', train_examples=4000, eval_examples=500, seed=0, image_size=(64, 64),
       max_instances=4, size_range=(0.12, 0.25), target='semantic'))
