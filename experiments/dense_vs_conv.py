@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', learning_rate=2e-3, warmup_steps=200, weight_decay=5e-4))
   config.augment = ''  # an augmentation policy string (data.augment); '' = none
+  config.augment_on = 'host'  # or 'device': in the jitted step (data/augment_jax.py)
   config.compute_dtype = ''  # 'bfloat16': bf16 compute, float32 params and loss
   config.log_every_steps = 100
   config.progress_bar = True
