@@ -40,7 +40,6 @@ def _run(workdir, config=None, max_steps=None, devices=None, device_augment_fn='
       device_augment_fn=device_augment_fn)
 
 
-@pytest.mark.slow
 def test_device_augmentation_trains_and_resumes_bit_for_bit(tmp_path):
   uninterrupted = _run(tmp_path / 'a', devices=jax.devices()[:1])
   first = _run(tmp_path / 'b', max_steps=9, devices=jax.devices()[:1])
