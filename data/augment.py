@@ -24,54 +24,58 @@ Example: "flip_lr|rotate(15)|scale_crop(0.8, 1.0)|brightness(0.2)|contrast(0.2)"
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import tensorflow as tf
 
 from data import augment_geometric, augment_photometric  # noqa: F401  (register the ops)
+from data import augment_spec
 from data.augment_ops import OPS, GeometricOp, PhotometricOp
-from data.augment_warp import Features, SyncSettings, apply_affine, image_size
+from data.augment_spec import Affine, Photometric
+from data.augment_warp import Features, Size, SyncSettings, apply_affine, image_size
 
 Op = Union[GeometricOp, PhotometricOp]
 Spec = Union[str, Sequence[Union[str, Op]]]
+Stage = Union[Affine, Photometric]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (tf.function)
 class Policy:
-  """An immutable list of ops and the settings for non-image keys; call it per example."""
+  """An immutable list of ops and the settings for non-image keys; call it per example.
+
+  `policy(features, seed)` is `policy.apply(features, policy.draw(seed, size))`: the
+  draws (data/augment_spec.py stages: fused matrices and photometric values) are what
+  the device path (data/augment_jax.py) can be fed to reproduce this output.
+  """
   ops: tuple[Op, ...]
   settings: SyncSettings = dataclasses.field(default_factory=SyncSettings)
 
   def __call__(self, features: Features, seed: tf.Tensor) -> Features:
-    features = dict(features)
-    seed = tf.convert_to_tensor(seed)
     if not self.ops:
-      return features
-    size = image_size(features)
+      return dict(features)
+    return self.apply(features, self.draw(tf.convert_to_tensor(seed), image_size(features)))
+
+  def draw(self, seed: tf.Tensor, size: Size) -> list[Stage]:
+    """One example's draws from its seed [2] and image (H, W): op i draws from
+    `stateless_fold_in(seed, i)`; consecutive geometric ops fuse into one Affine."""
+    return augment_spec.draw_stages(self.ops, seed, size, geometric=GeometricOp,
+                                    fold_in=tf.random.experimental.stateless_fold_in,
+                                    matmul=tf.linalg.matmul)
+
+  def apply(self, features: Features, stages: Sequence[Stage]) -> Features:
+    """Applies one example's draws (from `draw`) to its features."""
+    features = dict(features)
     dtype = features['image'].dtype
     settings = self.settings
-    photometric = any(isinstance(op, PhotometricOp) for op in self.ops)
+    photometric = [op for op in self.ops if isinstance(op, PhotometricOp)]
     if photometric:
       # One conversion to float32 [0, 1] for the whole policy, one rounding at the end.
       features['image'] = to_unit(features['image'])
       if dtype.is_integer:
         settings = dataclasses.replace(
             settings, fill={**settings.fill, 'image': settings.fill['image'] / dtype.max})
-    matrix = None  # pending fused geometric transform
-    for index, op in enumerate(self.ops):
-      op_seed = tf.random.experimental.stateless_fold_in(seed, index)
-      if isinstance(op, GeometricOp):
-        step, size = op.sample(op_seed, size)
-        matrix = step if matrix is None else tf.linalg.matmul(step, matrix)
-      else:
-        if matrix is not None:
-          features, matrix = apply_affine(features, matrix, size, settings), None
-        features['image'] = op.apply(features['image'], op_seed)
-    if matrix is not None:
-      features = apply_affine(features, matrix, size, settings)
+    features = augment_spec.apply_stages(features, stages, photometric, settings, apply_affine)
     if photometric:
       features['image'] = from_unit(features['image'], dtype)
     return features
@@ -106,53 +110,11 @@ def build_policy(spec: Spec, *, fill: Optional[Mapping[str, float]] = None,
   Raises ValueError, listing the valid op names, for an unknown name or bad argument.
   An empty spec ('' or []) gives the identity policy.
   """
-  if isinstance(spec, str):
-    items = [s.strip() for s in spec.split('|') if s.strip()]
-  else:
-    items = list(spec)
-  settings = SyncSettings(fill=dict(fill or {}), min_box_visibility=min_box_visibility,
-                          min_box_size=min_box_size, drop_mode=drop_mode)
-  ops = tuple(item if isinstance(item, (GeometricOp, PhotometricOp)) else parse_op(item)
-              for item in items)
+  settings = augment_spec.make_settings(fill, min_box_visibility, min_box_size, drop_mode)
+  ops = tuple(parse_op(item) for item in augment_spec.split_spec(spec))
   return Policy(ops, settings)
 
 
-def parse_op(text: str) -> Op:
+def parse_op(text: Union[str, Op]) -> Op:
   """`"rotate(15)"` or `"scale_crop(0.8, 1.0, size=(224, 224))"` -> the built op."""
-  valid = f'valid names: {", ".join(OPS.names())}'
-  if not isinstance(text, str):
-    raise ValueError(f'data/augment.py: each policy item must be a string like '
-                     f'"rotate(15)" or a built op, got {text!r}; {valid}.')
-  name, args, kwargs = _parse_call(text, valid)
-  if name not in OPS:
-    raise ValueError(f'data/augment.py: unknown augmentation op {name!r} in {text!r}; {valid}.')
-  factory = OPS.get(name)
-  params = inspect.signature(factory).parameters.values()
-  signature = f'{name}(' + ', '.join(
-      p.name if p.default is inspect.Parameter.empty else f'{p.name}={p.default!r}'
-      for p in params) + ')'
-  try:
-    inspect.signature(factory).bind(*args, **kwargs)
-  except TypeError as e:
-    raise ValueError(f'data/augment.py: bad arguments in {text!r} ({e}); expected '
-                     f'{signature}; {valid}.') from e
-  try:
-    return factory(*args, **kwargs)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f'data/augment.py: bad argument in {text!r}: {e} Expected '
-                     f'{signature}; {valid}.') from e
-
-
-def _parse_call(text: str, valid: str) -> tuple[str, list[Any], dict[str, Any]]:
-  try:
-    node = ast.parse(text.strip(), mode='eval').body
-    if isinstance(node, ast.Name):
-      return node.id, [], {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-      args = [ast.literal_eval(a) for a in node.args]
-      kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-      return node.func.id, args, kwargs
-  except (SyntaxError, ValueError):
-    pass
-  raise ValueError(f'data/augment.py: cannot parse augmentation op {text!r}; expected '
-                   f'name or name(literal, ..., key=literal); {valid}.')
+  return augment_spec.build_op(text, OPS, (GeometricOp, PhotometricOp), 'data/augment.py')

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from data import augment_warp as warp
 from data.augment_ops import OPS, GeometricOp, check, draw
+from data.augment_spec import check_size, out_size
 from data.augment_warp import Size
 
 
@@ -64,20 +65,6 @@ def rotate(max_degrees: float) -> GeometricOp:
   return GeometricOp('rotate', sample)
 
 
-def _out_size(size: Optional[Sequence[int] | int], in_size: Size) -> Size:
-  if size is None:
-    return in_size
-  return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _check_size(name: str, size) -> None:
-  if size is None:
-    return
-  sizes = (size,) if isinstance(size, int) else tuple(size)
-  check(len(sizes) in (1, 2) and all(isinstance(s, int) and s > 0 for s in sizes), name,
-        f'size must be a positive int or (height, width), got {size!r}.')
-
-
 @OPS.register('scale_crop')
 def scale_crop(min_scale: float = 0.08, max_scale: float = 1.0,
                min_ratio: float = 3 / 4, max_ratio: float = 4 / 3,
@@ -90,7 +77,7 @@ def scale_crop(min_scale: float = 0.08, max_scale: float = 1.0,
         f'need 0 < min_scale <= max_scale <= 1, got ({min_scale}, {max_scale}).')
   check(0.0 < min_ratio <= max_ratio, 'scale_crop',
         f'need 0 < min_ratio <= max_ratio, got ({min_ratio}, {max_ratio}).')
-  _check_size('scale_crop', size)
+  check_size('scale_crop', size)
 
   def sample(seed, in_size):
     height, width = warp.as_float(in_size)
@@ -100,7 +87,7 @@ def scale_crop(min_scale: float = 0.08, max_scale: float = 1.0,
     crop_h = tf.minimum(tf.sqrt(area / ratio), height)
     x0 = draw(seed, 2) * (width - crop_w)
     y0 = draw(seed, 3) * (height - crop_h)
-    out = _out_size(size, in_size)
+    out = out_size(size, in_size)
     out_h, out_w = warp.as_float(out)
     return tf.linalg.matmul(warp.scaling(out_w / crop_w, out_h / crop_h),
                             warp.translation(-x0, -y0)), out
@@ -120,7 +107,7 @@ def random_crop(height: int, width: Optional[int] = None) -> GeometricOp:
   frame lies at a random offset inside it).
   """
   width = height if width is None else width
-  _check_size('random_crop', (height, width))
+  check_size('random_crop', (height, width))
 
   def sample(seed, in_size):
     in_h, in_w = warp.as_float(in_size)
@@ -162,7 +149,7 @@ def pad_crop(pad: int) -> GeometricOp:
 def resize(height: int, width: Optional[int] = None) -> GeometricOp:
   """Resizes to (height, width) (bilinear image, nearest masks; no antialiasing)."""
   width = height if width is None else width
-  _check_size('resize', (height, width))
+  check_size('resize', (height, width))
 
   def sample(seed, in_size):
     del seed  # deterministic

@@ -8,10 +8,12 @@ hands each op its own seed, folded from the example seed and the op's position.
   transform; data/augment_warp.py applies it to every spatial key, so image, mask,
   instance masks and boxes cannot drift apart. Consecutive geometric ops are fused
   into one matrix and resampled once.
-- PhotometricOp.apply(image, seed) -> image: float32 [H, W, C] on the [0, 1] scale
+- PhotometricOp.sample(seed) -> values (a dict of tensors: the op's draws) and
+  PhotometricOp.apply(image, values) -> image: float32 [H, W, C] on the [0, 1] scale
   (uint8 is divided by 255 at the start of a policy that has photometric ops, and
   geometric ops then resample that float image, so it is rounded only once, at the end);
-  only `image` is ever touched.
+  only `image` is ever touched. Drawing apart from applying lets the device path
+  (data/augment_jax.py) be fed the host's draws.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from data.augment_spec import check  # noqa: F401  (the ops' argument checks)
 from data.augment_warp import Size
 from registry import Registry
 
@@ -35,7 +38,8 @@ class GeometricOp:
 @dataclasses.dataclass(frozen=True)
 class PhotometricOp:
   name: str
-  apply: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+  sample: Callable[[tf.Tensor], dict[str, tf.Tensor]]
+  apply: Callable[[tf.Tensor, dict[str, tf.Tensor]], tf.Tensor]
 
 
 def draw(seed: tf.Tensor, index: int, minval=0.0, maxval=1.0, shape=(),
@@ -45,7 +49,3 @@ def draw(seed: tf.Tensor, index: int, minval=0.0, maxval=1.0, shape=(),
   return tf.random.stateless_uniform(shape, sub, minval=minval, maxval=maxval, dtype=dtype)
 
 
-def check(condition: bool, op: str, message: str) -> None:
-  """Raises a ValueError naming the op when an argument is out of range."""
-  if not condition:
-    raise ValueError(f'augmentation op {op!r}: {message}')

@@ -24,55 +24,19 @@ Other keys (e.g. a classification `label`) pass through untouched.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Mapping, Union
+from typing import Union
 
 import tensorflow as tf
+
+# The settings are shared with the device path (data/augment_jax.py), which has no TF.
+from data.augment_spec import INSTANCE_KEYS, SyncSettings  # noqa: F401  (re-exported)
 
 Features = dict[str, tf.Tensor]
 Dim = Union[int, tf.Tensor]   # a static int where known, else a scalar int32 tensor
 Size = tuple[Dim, Dim]        # (height, width)
 
-INSTANCE_KEYS = ('boxes', 'classes', 'instance_masks', 'is_crowd', 'instance_valid')
 _WARP_DTYPES = (tf.uint8, tf.int32, tf.int64, tf.float16, tf.bfloat16, tf.float32,
                 tf.float64)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (tf.function)
-class SyncSettings:
-  """How geometric ops treat the non-image keys; shared by every op of one policy.
-
-  fill: value written where a transform uncovers pixels, per key. The `mask` fill is
-    the ignore label (255 by default; use e.g. 11 for CamVid's void class).
-  min_box_visibility: an instance is dropped when the part of its transformed box
-    inside the output frame is less than this fraction of the whole transformed box.
-  min_box_size: ... or when its clipped box is narrower or shorter than this (pixels).
-  drop_mode: 'remove' drops rows of every per-instance key with tf.boolean_mask (N
-    becomes dynamic; pad to a fixed N afterwards); 'invalidate' keeps N static and sets
-    `instance_valid` False (created if absent) and zeroes the box and instance mask.
-  instance_keys: per-instance keys (leading dim N) dropped together with the boxes.
-  """
-  fill: Mapping[str, float] = dataclasses.field(
-      default_factory=lambda: {'image': 0.0, 'mask': 255, 'instance_masks': 0})
-  min_box_visibility: float = 0.25
-  min_box_size: float = 1.0
-  drop_mode: str = 'remove'
-  instance_keys: tuple[str, ...] = INSTANCE_KEYS
-
-  def __post_init__(self):
-    if self.drop_mode not in ('remove', 'invalidate'):
-      raise ValueError(f"data/augment_warp.py: drop_mode must be 'remove' or 'invalidate', "
-                       f'got {self.drop_mode!r}.')
-    if not 0.0 <= self.min_box_visibility <= 1.0:
-      raise ValueError('data/augment_warp.py: min_box_visibility must lie in [0, 1], '
-                       f'got {self.min_box_visibility}.')
-    fill = {'image': 0.0, 'mask': 255, 'instance_masks': 0}
-    fill.update(self.fill)
-    object.__setattr__(self, 'fill', fill)
-
-  @property
-  def ignore_label(self) -> int:
-    return int(self.fill['mask'])
 
 
 def image_size(features: Features) -> Size:

@@ -63,6 +63,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.progress_bar = True
   config.eval_batch_size = 1000
   config.augment = 'flip_lr|pad_crop(2)'
+  # 'host': tf.data on the CPU cores (the recorded results); 'device' in the jitted step
+  # (data/augment_jax.py: other draws; for an accelerator; benchmarks/augment_on.py).
+  config.augment_on = 'host'
   config.compute_dtype = ''  # '' = float32
   config.evals = ml_collections.ConfigDict(dict(
       confusion=dict(type='confusion', misclassified=32, misclassified_stride=97,
@@ -116,7 +119,7 @@ def train(config, workdir: str, train_source: Source, test_source: Source) -> Tr
       config, workdir, model=build_classifier(config, len(train_source.class_names)),
       train_source=train_source, eval_source=test_source,
       task=classification_task(config.label_smoothing, **common.normalization(config)),
-      augment_fn=common.augment_fn(config))
+      **common.augment_fns(config))
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:

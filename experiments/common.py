@@ -9,6 +9,10 @@ Config blocks this module reads:
   config.preprocess  how images reach the model: `mean`, `std` (per channel or one
                      number) of the normalisation the step does (train/steps.py);
   config.augment     an augmentation policy string (data/augment.py), '' for none;
+  config.augment_on  where it runs: 'host' (default: per example in tf.data, on the
+                     CPU cores, overlapping the step) or 'device' (batched JAX ops in
+                     the jitted step, data/augment_jax.py: for an accelerator the
+                     host cores cannot feed; other random draws than 'host');
   config.train_examples / config.train_repeats (optional): the first N training
                      examples / the training set repeated, each copy augmented anew.
 """
@@ -58,14 +62,26 @@ def sources(config, eval_split: str, subset_seed: Optional[int] = None
   return train_source, eval_source
 
 
-def augment_fn(config, fill: Optional[Mapping[str, Any]] = None, **options):
-  """The policy of `config.augment` (None for ''); `fill` per feature, e.g. the mask's
-  ignore id for pixels a geometric op uncovers; `options` of data.augment.build_policy,
-  e.g. drop_mode='invalidate'."""
+def augment_fns(config, fill: Optional[Mapping[str, Any]] = None, **options
+                ) -> dict[str, Any]:
+  """train_and_evaluate's `augment_fn` and `device_augment_fn`: the policy of
+  `config.augment` built once for the path `config.augment_on` names (the other None;
+  both None for ''). `fill` per feature, e.g. the mask's ignore id for pixels a
+  geometric op uncovers; `options` of data.augment.build_policy, e.g.
+  drop_mode='invalidate'."""
+  fns = {'augment_fn': None, 'device_augment_fn': None}
   if not config.augment:
-    return None
-  from data import augment  # pylint: disable=g-import-not-at-top  (tf ops, built on use)
-  return augment.build_policy(config.augment, fill=dict(fill) if fill else None, **options)
+    return fns
+  fill = dict(fill) if fill else None
+  # pylint: disable=g-import-not-at-top  (built on use: tf ops / jax ops)
+  if config.get('augment_on', 'host') == 'device':
+    from data import augment_jax
+    fns['device_augment_fn'] = augment_jax.build_device_policy(config.augment, fill=fill,
+                                                               **options)
+  else:
+    from data import augment
+    fns['augment_fn'] = augment.build_policy(config.augment, fill=fill, **options)
+  return fns
 
 
 def normalization(config) -> dict[str, tuple[float, ...]]:
@@ -136,7 +152,7 @@ def train_mask_rcnn(config, workdir: str, train_source: Source, eval_source: Sou
   task = instance_task(**normalization(config), loss_weights=weights)
   result = train_and_evaluate(config, workdir, model=model, train_source=train_source,
                               eval_source=eval_source, task=task, init_fn=init_fn,
-                              augment_fn=augment_fn(config, drop_mode='invalidate'))
+                              **augment_fns(config, drop_mode='invalidate'))
   return result, task
 
 

@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', learning_rate=2e-3, warmup_steps=200, weight_decay=5e-4))
   config.augment = ''  # an augmentation policy string (data.augment); '' = none
+  config.augment_on = 'host'  # or 'device': in the jitted step (data/augment_jax.py)
   config.compute_dtype = ''  # 'bfloat16': bf16 compute, float32 params and loss
   config.log_every_steps = 100
   config.progress_bar = True
@@ -92,7 +93,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict[str, TrainResu
       model=build_model(config.models[name].to_dict(),
                         num_classes=len(train_source.class_names)),
       train_source=train_source, eval_source=test_source,
-      augment_fn=common.augment_fn(config)) for name in config.model_names}
+      **common.augment_fns(config)) for name in config.model_names}
   if not common.should_report(results):
     return results
   # Every number comes from the last evaluation, stored in the checkpoints.

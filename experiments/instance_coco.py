@@ -40,6 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.preprocess = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # ImageNet
   config.eval_split = 'val'
   config.augment = 'flip_lr|brightness(0.1)|contrast(0.1)'
+  # 'host': tf.data on the CPU cores (the recorded results); 'device' in the jitted step
+  # (data/augment_jax.py: other draws; for an accelerator; benchmarks/augment_on.py).
+  config.augment_on = 'host'
   # Strides 4..32 for 256-pixel images; a region's level follows detectron2's rule
   # with the canonical 224-pixel box scaled by the ~0.4 resize of COCO's 640 pixels.
   config.model = dict(

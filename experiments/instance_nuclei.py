@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_split = 'val'
   config.classical = dict(min_size=10)
   config.augment = 'flip_lr|flip_ud|brightness(0.05)|contrast(0.3)'
+  # 'host': tf.data on the CPU cores (the recorded results); 'device' in the jitted step
+  # (data/augment_jax.py: other draws; for an accelerator; benchmarks/augment_on.py).
+  config.augment_on = 'host'
   # Nuclei are small (sqrt(area) at 256 px: median 12, 5th-95th percentile 5-32 px):
   # strides 4..32, anchors 8..64, and a region's level is 2 up to 32 px (canonical
   # box 32 at level 3). Second-stage sizes for a 2-core CPU: 128 RoIs and 32 mask RoIs

@@ -48,6 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           max_instances=4, size_range=(0.12, 0.25))
   config.eval_split = 'val'
   config.augment = 'flip_lr|brightness(0.1)'
+  # 'host': tf.data on the CPU cores (the recorded results); 'device' in the jitted step
+  # (data/augment_jax.py: other draws; for an accelerator; benchmarks/augment_on.py).
+  config.augment_on = 'host'
   # Second-stage sizes for images with at most 4 objects: the box and mask heads on
   # RoIs dominate the step time on a CPU (64 RoIs and 16 masks per image were 3.7x
   # slower than 32 and 8).

@@ -52,7 +52,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       progress_bar=True, num_overlays=6,
       train_repeats=1,  # a small training set repeated (each copy augmented anew)
       # Geometric ops move image and mask together; uncovered mask pixels get ignore_id.
-      augment='flip_lr|rotate(10)|brightness(0.1)'))
+      augment='flip_lr|rotate(10)|brightness(0.1)',
+      # 'host': tf.data on the CPU cores (the recorded results); 'device' in the jitted
+      # step (data/augment_jax.py: other draws; for an accelerator; benchmarks/augment_on.py).
+      augment_on='host'))
   config.data = ml_collections.ConfigDict(dict(
       source='shapes', train_examples=4000, eval_examples=500, seed=0, image_size=(64, 64),
       max_instances=4, size_range=(0.12, 0.25), target='semantic'))
@@ -103,7 +106,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                        'num_classes': 1 if binary else len(class_names)})
   result = train_and_evaluate(
       config, workdir, model=model, train_source=train_source, eval_source=eval_source,
-      task=task, augment_fn=common.augment_fn(config, {'mask': config.ignore_id}))
+      task=task, **common.augment_fns(config, {'mask': config.ignore_id}))
   if not common.should_report(result):
     return result
   shown = common.first_examples(eval_source, config.num_overlays)

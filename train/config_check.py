@@ -164,14 +164,24 @@ def _check_data_source(config: Mapping[str, Any]) -> None:
 
 
 def _check_augment(config: Mapping[str, Any]) -> None:
+  path = _get(config, 'augment_on')
+  if path not in (_MISSING, 'host', 'device'):
+    raise ConfigError(f"config.augment_on={path!r}; expected 'host' (per example in "
+                      "tf.data) or 'device' (batched JAX ops inside the jitted step).")
+  path = 'host' if path is _MISSING else path
   policy = _get(config, 'augment')
   if policy in (_MISSING, '', None):
     return
-  from data import augment  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  if path == 'device':  # the device path's own op list (no hue, no noise)
+    from data.augment_jax import build_device_policy as build
+  else:
+    from data.augment import build_policy as build
   try:
-    augment.build_policy(policy)
+    build(policy)
   except ValueError as e:
-    raise ConfigError(f'config.augment={policy!r}: {e}') from e
+    on = " (augment_on='device')" if path == 'device' else ''
+    raise ConfigError(f'config.augment={policy!r}{on}: {e}') from e
 
 
 def _check_evals(config: Mapping[str, Any]) -> None:

@@ -137,9 +137,21 @@ def _create_state(model: nn.Module, tx, input_shape: tuple[int, ...], seed: int,
                       f'training images {list(input_shape[1:])}: {e}') from e
 
 
+def _check_augment_path(config: Mapping[str, Any], augment_fn, device_augment_fn) -> None:
+  """The augmentation given must be the one `config.augment_on` names (never both)."""
+  path = config.get('augment_on', 'host')
+  wrong = device_augment_fn if path == 'host' else augment_fn
+  if wrong is not None:
+    given = 'device_augment_fn' if path == 'host' else 'augment_fn'
+    raise ConfigError(f'config.augment_on={path!r} but train_and_evaluate was given '
+                      f'{given} (the other path); build both with '
+                      'experiments.common.augment_fns(config).')
+
+
 def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Module,
                        train_source: Source, eval_source: Source, task: Task,
                        augment_fn: Optional[pipeline.AugmentFn] = None,
+                       device_augment_fn: Optional[steps.DeviceAugmentFn] = None,
                        preprocess_fn: Optional[Callable] = None,
                        max_steps: Optional[int] = None,
                        devices: Optional[Sequence[jax.Device]] = None,
@@ -156,8 +168,12 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
   simulate an interruption. `devices` (default: all) span the data-parallel mesh.
   `init_fn` (train.state.create_train_state) sets the starting variables, e.g. ImageNet
   weights; a resumed run still calls it for the restore template, then restores.
+  Augmentation: `augment_fn` runs per example in tf.data (config.augment_on 'host', the
+  default); `device_augment_fn(batch, key)` runs on the batch inside the jitted step
+  ('device'; key: train.steps.augment_key). The config names which one may be given.
   """
   config_check.check_config(config)
+  _check_augment_path(config, augment_fn, device_augment_fn)
   distributed.initialize(config.get('distributed'))
   mesh = mesh_lib.make_mesh(devices)
   is_main = distributed.is_main_process()
@@ -210,7 +226,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, *, model: nn.Mod
 
   replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   train_fn = jax.jit(functools.partial(steps.train_step, loss_fn=task.loss_fn,
-                                       inputs_fn=task.inputs_fn),
+                                       inputs_fn=task.inputs_fn,
+                                       augment_fn=device_augment_fn),
                      in_shardings=(replicated, sharded), out_shardings=replicated,
                      donate_argnums=(0,))
   writer = MetricWriter(workdir, enabled=is_main)

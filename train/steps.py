@@ -22,6 +22,11 @@ LossFn = Callable[[Any, Batch], tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
 # (model outputs, batch) -> dict of sums over the batch's valid examples (with 'count')
 SumsFn = Callable[[Any, Batch], dict[str, jnp.ndarray]]
 InputsFn = Callable[[Batch], tuple]
+# (uint8 batch, key) -> augmented batch: augmentation inside the step (data/augment_jax.py)
+DeviceAugmentFn = Callable[[Batch, jax.Array], Batch]
+# fold_in data of the augmentation stream: no step count reaches it, so the augmentation
+# keys never coincide with the dropout keys fold_in(rng, step).
+AUGMENT_STREAM = 2**31 - 1
 
 
 def image_inputs(batch: Batch) -> tuple:
@@ -68,13 +73,20 @@ def normalized_image_inputs(mean: float | Sequence[float] = 0.0,
 
 
 def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
-               inputs_fn: InputsFn = image_inputs, axis_name: Optional[str] = None
+               inputs_fn: InputsFn = image_inputs, axis_name: Optional[str] = None,
+               augment_fn: Optional[DeviceAugmentFn] = None
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-  """One optimizer update on `batch`; returns the new state and the batch's metrics."""
+  """One optimizer update on `batch`; returns the new state and the batch's metrics.
+
+  `augment_fn(batch, key)`, if given, augments the (uint8) batch first, before
+  `inputs_fn` normalises it and before `loss_fn` reads its targets.
+  """
   # The dropout key depends on the step only, so a resumed run repeats it exactly.
   rng = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:
     rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+  if augment_fn is not None:
+    batch = augment_fn(batch, augment_key(state, axis_name))
   mutable = list(state.model_state.keys())
 
   def compute_loss(params):
@@ -91,6 +103,15 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
     new_model_state = lax.pmean(new_model_state, axis_name)
   state = state.apply_gradients(grads=grads, model_state=dict(new_model_state))
   return state, metrics
+
+
+def augment_key(state: TrainState, axis_name: Optional[str] = None) -> jax.Array:
+  """The step's augmentation key: a stream of its own, from (state.rng, step) alone, so a
+  resumed run augments exactly as the uninterrupted one; per device under pmap."""
+  key = jax.random.fold_in(jax.random.fold_in(state.rng, AUGMENT_STREAM), state.step)
+  if axis_name is not None:
+    key = jax.random.fold_in(key, lax.axis_index(axis_name))
+  return key
 
 
 def eval_step(state: TrainState, batch: Batch, *, sums_fn: SumsFn,

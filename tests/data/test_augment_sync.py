@@ -9,24 +9,31 @@ Mask, instance masks and boxes are derived from the source positions, so each ou
 pixel can be checked against the source. Tolerance: pixels whose source point is within
 0.01 px of a nearest-neighbour tie (x.5) and pixels touching the fill are not compared
 label-for-label (interpolation is undefined there), only their label set is.
+
+The property tests run on both paths: 'host' (data/augment.py, per example in TF) and
+'device' (data/augment_jax.py, batched JAX with its own draws; instances it flags
+invalid are removed here before checking, which is what the host's 'remove' mode does).
 """
 from __future__ import annotations
 
 import math
 
 import hypothesis.strategies as st
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 
-from data import augment, augment_warp
+from data import augment, augment_jax, augment_warp
 from data.augment_geometric import _about_centre
 
 IGNORE = 255
 NUM_LABELS = 5
 PROPERTY_SETTINGS = settings(max_examples=30, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
+# The device path compiles each new shape and spec (about 1.4 CPU s): fewer examples.
+DEVICE_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=10)
 
 
 def label_of(rows, cols):
@@ -98,6 +105,27 @@ def check_sync(out, rects, tight):
                     & (sy[shown] > r0 - 1e-3) & (sy[shown] < r1 + 1e-3)), f'box {k} too big'
 
 
+PATHS = ('host', 'device')
+HOST_ONLY_OPS = ('hue', 'noise')
+
+
+def augment_with(path: str, spec, example, seed: int, **options):
+  """`example` augmented by `spec` on `path`, as TF tensors (check_sync reads .numpy())."""
+  if path == 'host':
+    return augment.build_policy(spec, **options)(example, tf.constant([seed, 1], tf.int64))
+  policy = augment_jax.build_device_policy(spec, drop_mode='invalidate', **options)
+  spatial = ('image', 'mask', 'instance_masks', 'boxes', 'instance_valid')
+  batch = {k: v.numpy()[np.newaxis] for k, v in example.items() if k in spatial}
+  out = jax.jit(policy)(batch, jax.random.PRNGKey(seed))
+  out = {k: np.asarray(v)[0] for k, v in out.items()}
+  out.update({k: v.numpy() for k, v in example.items() if k not in spatial})
+  if 'instance_valid' in out:
+    keep = out.pop('instance_valid').astype(bool)
+    for key in ('boxes', 'instance_masks', 'classes'):
+      out[key] = out[key][keep]
+  return {k: tf.constant(v) for k, v in out.items()}
+
+
 @st.composite
 def rect_lists(draw, height, width):
   rects = []
@@ -122,45 +150,78 @@ AXIS_ALIGNED_OPS = st.one_of(
 ROTATE_OPS = st.floats(0.0, 180.0).map(lambda d: f'rotate({d:.2f})')
 
 
-@PROPERTY_SETTINGS
-@given(data=st.data(), height=st.integers(8, 24), width=st.integers(8, 24),
-       seed=st.integers(0, 2**31 - 1))
-def test_axis_aligned_ops_keep_every_key_in_sync(data, height, width, seed):
+def _axis_aligned_ops_keep_every_key_in_sync(path, data, height, width, seed):
   rects = data.draw(rect_lists(height, width))
   spec = data.draw(st.lists(AXIS_ALIGNED_OPS, min_size=1, max_size=3))
-  policy = augment.build_policy(spec, min_box_visibility=0.0, min_box_size=0.0)
-  out = policy(coordinate_example(height, width, rects), tf.constant([seed, 1], tf.int64))
+  out = augment_with(path, spec, coordinate_example(height, width, rects), seed,
+                     min_box_visibility=0.0, min_box_size=0.0)
   check_sync(out, rects, tight=True)
 
 
 @PROPERTY_SETTINGS
 @given(data=st.data(), height=st.integers(8, 24), width=st.integers(8, 24),
        seed=st.integers(0, 2**31 - 1))
-def test_rotations_keep_every_key_in_sync(data, height, width, seed):
+def test_axis_aligned_ops_keep_every_key_in_sync(data, height, width, seed):
+  _axis_aligned_ops_keep_every_key_in_sync('host', data, height, width, seed)
+
+
+@DEVICE_SETTINGS
+@given(data=st.data(), height=st.integers(8, 24), width=st.integers(8, 24),
+       seed=st.integers(0, 2**31 - 1))
+def test_device_axis_aligned_ops_keep_every_key_in_sync(data, height, width, seed):
+  _axis_aligned_ops_keep_every_key_in_sync('device', data, height, width, seed)
+
+
+def _rotations_keep_every_key_in_sync(path, data, height, width, seed):
   rects = data.draw(rect_lists(height, width))
   ops = data.draw(st.lists(st.one_of(AXIS_ALIGNED_OPS, ROTATE_OPS), min_size=0, max_size=2))
   spec = ops + [data.draw(ROTATE_OPS)]
-  policy = augment.build_policy(spec, min_box_visibility=0.0, min_box_size=0.0)
-  out = policy(coordinate_example(height, width, rects), tf.constant([seed, 2], tf.int64))
+  out = augment_with(path, spec, coordinate_example(height, width, rects), seed,
+                     min_box_visibility=0.0, min_box_size=0.0)
   check_sync(out, rects, tight=False)
 
 
 @PROPERTY_SETTINGS
-@given(data=st.data(), seed=st.integers(0, 2**31 - 1), uint8=st.booleans())
-def test_photometric_ops_leave_masks_and_boxes_bit_identical(data, seed, uint8):
+@given(data=st.data(), height=st.integers(8, 24), width=st.integers(8, 24),
+       seed=st.integers(0, 2**31 - 1))
+def test_rotations_keep_every_key_in_sync(data, height, width, seed):
+  _rotations_keep_every_key_in_sync('host', data, height, width, seed)
+
+
+@DEVICE_SETTINGS
+@given(data=st.data(), height=st.integers(8, 24), width=st.integers(8, 24),
+       seed=st.integers(0, 2**31 - 1))
+def test_device_rotations_keep_every_key_in_sync(data, height, width, seed):
+  _rotations_keep_every_key_in_sync('device', data, height, width, seed)
+
+
+def _photometric_ops_leave_masks_and_boxes_bit_identical(path, data, seed, uint8):
   spec = data.draw(st.lists(st.sampled_from([
-      'brightness(0.3)', 'contrast(0.5)', 'saturation(0.5)', 'hue(0.2)', 'gamma(0.5, 2.0)',
-      'noise(0.1)', 'cutout(0.4)']), min_size=1, max_size=4))
+      op for op in ('brightness(0.3)', 'contrast(0.5)', 'saturation(0.5)', 'hue(0.2)',
+                    'gamma(0.5, 2.0)', 'noise(0.1)', 'cutout(0.4)')
+      if path == 'host' or not op.startswith(HOST_ONLY_OPS)]), min_size=1, max_size=4))
   example = coordinate_example(12, 10, [(1, 2, 6, 8), (0, 0, 12, 10)])
   rng = np.random.default_rng(seed)
   image = rng.integers(0, 256, size=(12, 10, 3))
   image = image.astype(np.uint8) if uint8 else (image / 255).astype(np.float32)
   example['image'] = tf.constant(image)
-  out = augment.build_policy(spec)(example, tf.constant([seed, 3], tf.int64))
+  out = augment_with(path, spec, example, seed)
   for key in ('mask', 'instance_masks', 'boxes', 'classes', 'label'):
     np.testing.assert_array_equal(out[key].numpy(), example[key].numpy())
   assert out['image'].dtype == example['image'].dtype
   assert out['image'].shape == example['image'].shape
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1), uint8=st.booleans())
+def test_photometric_ops_leave_masks_and_boxes_bit_identical(data, seed, uint8):
+  _photometric_ops_leave_masks_and_boxes_bit_identical('host', data, seed, uint8)
+
+
+@DEVICE_SETTINGS
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1), uint8=st.booleans())
+def test_device_photometric_ops_leave_masks_and_boxes_bit_identical(data, seed, uint8):
+  _photometric_ops_leave_masks_and_boxes_bit_identical('device', data, seed, uint8)
 
 
 def test_flip_lr_is_an_exact_mirror_of_every_key():
