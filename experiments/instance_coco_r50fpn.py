@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_from = ''  # a torchvision ResNet-50 .pth / .safetensors (ImageNet weights)
   config.data.update(image_size=(1024, 1024), max_instances=100)
   config.augment = 'flip_lr'
+  # GPU-shaped: host instance-mask warping ran at ~9 images per CPU-second here
+  # (benchmarks/augment_on.py), far below what a GPU step takes; in the step it is free.
+  config.augment_on = 'device'
   config.model = ml_collections.ConfigDict(dict(
       name='mask_rcnn', backbone='resnet50_fpn', fpn_width=256, freeze_at=2,
       backbone_norm='frozen', anchor_sizes=(32.0, 64.0, 128.0, 256.0, 512.0),

@@ -8,6 +8,7 @@ import pytest
 
 from data import cifar10 as cifar10_data
 from experiments import cifar10
+from train.config_check import check_config
 from train import distributed
 
 
@@ -28,6 +29,10 @@ def test_config_variants():
     assert 'dtype' not in config.model
   assert cifar10.get_config('gpu').compute_dtype == 'bfloat16'
   assert cifar10.get_config('cpu').compute_dtype == ''  # float32
+  # The recorded CPU results augment on the host; the accelerator recipe in the step.
+  assert cifar10.get_config('cpu').augment_on == 'host'
+  assert cifar10.get_config('gpu').augment_on == 'device'
+  check_config(cifar10.get_config('gpu'))  # its policy has only device ops
   with pytest.raises(ValueError, match='cpu, gpu or runlocal'):
     cifar10.get_config('tpu')
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import instance_coco, instance_coco_r50fpn
+from train.config_check import check_config
 from models import build_model
 from models.import_torchvision import torch_key
 
@@ -63,3 +64,9 @@ def test_init_from_puts_the_file_into_the_backbone_trunk(r50fpn, tmp_path):
     for keys, leaf in jax.tree_util.tree_flatten_with_path(trunk)[0]:
       np.testing.assert_array_equal(leaf, expected[tuple(p.key for p in keys)])
   assert instance_coco.init_fn(instance_coco.get_config('coco128')) is None
+
+
+def test_the_gpu_shaped_config_augments_in_the_step(r50fpn):
+  config, _ = r50fpn
+  assert config.augment_on == 'device'
+  check_config(config)  # flip_lr is a device op
