@@ -137,19 +137,77 @@ def _warp(x: tf.Tensor, inverse: tf.Tensor, out_size: Size, interpolation: str,
                                x.shape[-1]])
 
 
-def warp_image(image: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float) -> tf.Tensor:
+@dataclasses.dataclass(frozen=True)
+class IndexMap:
+  """Where a flip and/or whole-pixel shift sends every output row and column.
+
+  When `exact` (the inverse is diag(+-1, +-1) with a translation that lands every output
+  pixel centre on an input pixel centre), resampling is a copy: row `rows[i]` and column
+  `cols[j]` of the input, or the fill where `valid[i, j]` is False. Bilinear and
+  nearest interpolation give exactly that too (their weights are 1 and 0), so the copy
+  is the same output without ImageProjectiveTransformV3's per-value interpolation.
+  """
+  exact: tf.Tensor   # [] bool
+  rows: tf.Tensor    # [H'] int32, clipped into the input
+  cols: tf.Tensor    # [W'] int32
+  valid: tf.Tensor   # [H', W'] bool
+
+
+def index_map(inverse: tf.Tensor, in_size: Size, out_size: Size) -> IndexMap:
+  """The copy that `inverse` (output -> input, continuous coordinates) amounts to."""
+  def axis(scale, offset, out_count, in_count):
+    centres = tf.cast(tf.range(out_count), tf.float32) + 0.5
+    source = scale * centres + offset - 0.5   # input pixel index of each output centre
+    index = tf.round(source)
+    whole = tf.reduce_all(tf.abs(source - index) < 1e-3)
+    inside = (index >= 0.0) & (index <= tf.cast(in_count, tf.float32) - 1.0)
+    return tf.cast(tf.clip_by_value(index, 0.0, tf.cast(in_count, tf.float32) - 1.0),
+                   tf.int32), whole, inside
+
+  cols, cols_whole, cols_inside = axis(inverse[0, 0], inverse[0, 2], out_size[1], in_size[1])
+  rows, rows_whole, rows_inside = axis(inverse[1, 1], inverse[1, 2], out_size[0], in_size[0])
+  exact = (cols_whole & rows_whole
+           & (tf.abs(inverse[0, 1]) < 1e-6) & (tf.abs(inverse[1, 0]) < 1e-6)
+           & (tf.abs(tf.abs(inverse[0, 0]) - 1.0) < 1e-6)
+           & (tf.abs(tf.abs(inverse[1, 1]) - 1.0) < 1e-6))
+  return IndexMap(exact, rows, cols, rows_inside[:, tf.newaxis] & cols_inside[tf.newaxis, :])
+
+
+def _copy_or(resample, x: tf.Tensor, copy: IndexMap | None, fill: tf.Tensor) -> tf.Tensor:
+  """`copy`'s rows and columns of x [H, W, C] when it is exact, else `resample()`."""
+  if copy is None:
+    return resample()
+
+  def gather():
+    out = tf.gather(tf.gather(x, copy.rows, axis=0), copy.cols, axis=1)
+    return tf.where(copy.valid[..., tf.newaxis], out, fill)
+  out = tf.cond(copy.exact, gather, resample)
+  return tf.ensure_shape(out, [copy.rows.shape[0], copy.cols.shape[0], x.shape[-1]])
+
+
+def warp_image(image: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float,
+               copy: IndexMap | None = None) -> tf.Tensor:
   """Bilinear; computed in float32 so uint8 is rounded, not truncated; dtype kept."""
-  out = _warp(tf.cast(image, tf.float32), inverse, out_size, 'BILINEAR', fill)
+  def resample():
+    out = _warp(tf.cast(image, tf.float32), inverse, out_size, 'BILINEAR', fill)
+    if image.dtype.is_integer:
+      out = tf.clip_by_value(tf.round(out), image.dtype.min, image.dtype.max)
+    return tf.cast(out, image.dtype)
+  fill_value = tf.cast(fill, tf.float32)
   if image.dtype.is_integer:
-    out = tf.clip_by_value(tf.round(out), image.dtype.min, image.dtype.max)
-  return tf.cast(out, image.dtype)
+    fill_value = tf.clip_by_value(tf.round(fill_value), image.dtype.min, image.dtype.max)
+  return _copy_or(resample, image, copy, tf.cast(fill_value, image.dtype))
 
 
-def warp_labels(labels: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float
-                ) -> tf.Tensor:
+def warp_labels(labels: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float,
+                copy: IndexMap | None = None) -> tf.Tensor:
   """Nearest neighbour on [H, W, C] labels: values are copied, never blended."""
-  work = labels if labels.dtype in _WARP_DTYPES else tf.cast(labels, tf.int32)
-  return tf.cast(_warp(work, inverse, out_size, 'NEAREST', fill), labels.dtype)
+  def resample():
+    work = labels if labels.dtype in _WARP_DTYPES else tf.cast(labels, tf.int32)
+    return tf.cast(_warp(work, inverse, out_size, 'NEAREST', fill), labels.dtype)
+  work_dtype = labels.dtype if labels.dtype in _WARP_DTYPES else tf.int32
+  fill_value = tf.cast(tf.cast(tf.cast(fill, tf.float32), work_dtype), labels.dtype)
+  return _copy_or(resample, labels, copy, fill_value)
 
 
 def transform_boxes(boxes: tf.Tensor, matrix: tf.Tensor, out_size: Size
@@ -180,14 +238,15 @@ def apply_affine(features: Features, matrix: tf.Tensor, out_size: Size,
   features = dict(features)
   inverse = tf.linalg.inv(matrix)
   fill = settings.fill
-  features['image'] = warp_image(features['image'], inverse, out_size, fill['image'])
+  copy = index_map(inverse, image_size(features), out_size)
+  features['image'] = warp_image(features['image'], inverse, out_size, fill['image'], copy)
   if 'mask' in features:
     mask = features['mask']
     if mask.shape.rank not in (2, 3):
       raise ValueError(f'data/augment_warp.py: `mask` must be [H, W] or [H, W, 1], '
                        f'got {mask.shape}.')
     work = mask if mask.shape.rank == 3 else mask[..., tf.newaxis]
-    work = warp_labels(work, inverse, out_size, fill['mask'])
+    work = warp_labels(work, inverse, out_size, fill['mask'], copy)
     features['mask'] = work if mask.shape.rank == 3 else work[..., 0]
   if 'instance_masks' in features:
     masks = features['instance_masks']
@@ -196,7 +255,7 @@ def apply_affine(features: Features, matrix: tf.Tensor, out_size: Size,
                        f'got {masks.shape}.')
     # Instances become channels so that one resampling call serves all N of them.
     work = warp_labels(tf.transpose(masks, [1, 2, 0]), inverse, out_size,
-                       fill['instance_masks'])
+                       fill['instance_masks'], copy)
     features['instance_masks'] = tf.transpose(work, [2, 0, 1])
   if 'boxes' in features:
     features = _boxes_and_drop(features, matrix, out_size, settings)
