@@ -139,50 +139,66 @@ def _warp(x: tf.Tensor, inverse: tf.Tensor, out_size: Size, interpolation: str,
 
 @dataclasses.dataclass(frozen=True)
 class IndexMap:
-  """Where a flip and/or whole-pixel shift sends every output row and column.
+  """A flip and/or whole-pixel shift as a copy: per axis, reverse the input or not, then
+  take `out` consecutive pixels from `start` (fill where that runs off the input).
 
   When `exact` (the inverse is diag(+-1, +-1) with a translation that lands every output
-  pixel centre on an input pixel centre), resampling is a copy: row `rows[i]` and column
-  `cols[j]` of the input, or the fill where `valid[i, j]` is False. Bilinear and
-  nearest interpolation give exactly that too (their weights are 1 and 0), so the copy
-  is the same output without ImageProjectiveTransformV3's per-value interpolation.
+  pixel centre on an input pixel centre), bilinear and nearest resampling give exactly
+  that copy too (their weights are 1 and 0), so it replaces ImageProjectiveTransformV3's
+  per-value interpolation with a reverse, a pad and a slice.
   """
-  exact: tf.Tensor   # [] bool
-  rows: tf.Tensor    # [H'] int32, clipped into the input
-  cols: tf.Tensor    # [W'] int32
-  valid: tf.Tensor   # [H', W'] bool
+  exact: tf.Tensor                      # [] bool
+  flip: tuple[tf.Tensor, tf.Tensor]     # (rows, columns) [] bool
+  start: tuple[tf.Tensor, tf.Tensor]    # (rows, columns) [] int32, in the reversed input
+  out: Size
 
 
 def index_map(inverse: tf.Tensor, in_size: Size, out_size: Size) -> IndexMap:
   """The copy that `inverse` (output -> input, continuous coordinates) amounts to."""
-  def axis(scale, offset, out_count, in_count):
-    centres = tf.cast(tf.range(out_count), tf.float32) + 0.5
-    source = scale * centres + offset - 0.5   # input pixel index of each output centre
-    index = tf.round(source)
-    whole = tf.reduce_all(tf.abs(source - index) < 1e-3)
-    inside = (index >= 0.0) & (index <= tf.cast(in_count, tf.float32) - 1.0)
-    return tf.cast(tf.clip_by_value(index, 0.0, tf.cast(in_count, tf.float32) - 1.0),
-                   tf.int32), whole, inside
+  def axis(scale, offset, in_count):
+    # With scale +-1, every output centre lands on an input centre iff the first does.
+    first = scale * 0.5 + offset - 0.5   # input pixel index of output pixel 0's centre
+    whole = tf.abs(first - tf.round(first)) < 1e-3
+    first = tf.cast(tf.round(first), tf.int32)
+    flip = scale < 0.0
+    return whole, flip, tf.where(flip, tf.cast(in_count, tf.int32) - 1 - first, first)
 
-  cols, cols_whole, cols_inside = axis(inverse[0, 0], inverse[0, 2], out_size[1], in_size[1])
-  rows, rows_whole, rows_inside = axis(inverse[1, 1], inverse[1, 2], out_size[0], in_size[0])
-  exact = (cols_whole & rows_whole
+  col_whole, col_flip, col_start = axis(inverse[0, 0], inverse[0, 2], in_size[1])
+  row_whole, row_flip, row_start = axis(inverse[1, 1], inverse[1, 2], in_size[0])
+  exact = (col_whole & row_whole
            & (tf.abs(inverse[0, 1]) < 1e-6) & (tf.abs(inverse[1, 0]) < 1e-6)
            & (tf.abs(tf.abs(inverse[0, 0]) - 1.0) < 1e-6)
            & (tf.abs(tf.abs(inverse[1, 1]) - 1.0) < 1e-6))
-  return IndexMap(exact, rows, cols, rows_inside[:, tf.newaxis] & cols_inside[tf.newaxis, :])
+  return IndexMap(exact, (row_flip, col_flip), (row_start, col_start), out_size)
+
+
+def _window(x: tf.Tensor, start: tuple[tf.Tensor, tf.Tensor], count: Size, fill: tf.Tensor
+            ) -> tf.Tensor:
+  """x's [count[0], count[1]] rows and columns from `start`, fill beyond its edges."""
+  shape = tf.shape(x)
+  count = [tf.cast(c, tf.int32) for c in count]
+  before = [tf.maximum(0, -start[a]) for a in (0, 1)]
+  after = [tf.maximum(0, start[a] + count[a] - shape[a]) for a in (0, 1)]
+  padded = tf.pad(x, [[before[0], after[0]], [before[1], after[1]], [0, 0]],
+                  constant_values=fill)
+  return tf.slice(padded, [start[0] + before[0], start[1] + before[1], 0],
+                  [count[0], count[1], -1])
 
 
 def _copy_or(resample, x: tf.Tensor, copy: IndexMap | None, fill: tf.Tensor) -> tf.Tensor:
-  """`copy`'s rows and columns of x [H, W, C] when it is exact, else `resample()`."""
+  """x [H, W, C] copied by `copy` when it is exact, else `resample()`."""
   if copy is None:
     return resample()
 
-  def gather():
-    out = tf.gather(tf.gather(x, copy.rows, axis=0), copy.cols, axis=1)
-    return tf.where(copy.valid[..., tf.newaxis], out, fill)
-  out = tf.cond(copy.exact, gather, resample)
-  return tf.ensure_shape(out, [copy.rows.shape[0], copy.cols.shape[0], x.shape[-1]])
+  def copied():
+    out = x
+    for axis in (0, 1):
+      out = tf.cond(copy.flip[axis], lambda o=out, a=axis: tf.reverse(o, [a]),
+                    lambda o=out: o)
+    return _window(out, copy.start, copy.out, fill)
+  out = tf.cond(copy.exact, copied, resample)
+  return tf.ensure_shape(out, [static_or_none(copy.out[0]), static_or_none(copy.out[1]),
+                               x.shape[-1]])
 
 
 def warp_image(image: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float,
