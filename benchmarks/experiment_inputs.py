@@ -14,7 +14,6 @@ bfloat16), synthetic device-resident batches; None where the issue has no row.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 from benchmarks import coco_scale
