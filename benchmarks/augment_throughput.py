@@ -1,7 +1,10 @@
-"""Images/s of a typical segmentation policy on 256x256 image+mask pairs, ours vs. albumentations.
+"""Images/s of augmentation policies on 256x256 image+mask pairs, ours vs. albumentations.
 
-Policy: flip_lr | scale_crop(0.5, 1.0) | rotate(10) | brightness(0.2) | contrast(0.2),
-expressed in both libraries with the same ranges (mask: nearest, fill 255 = ignore).
+Policies (`--policies`), each expressed in both libraries with the same ranges (mask:
+nearest, fill 255 = ignore):
+  segmentation: flip_lr | scale_crop(0.5, 1.0) | rotate(10) | brightness(0.2) |
+    contrast(0.2) (a typical segmentation policy: one interpolated warp);
+  flip_crop: flip_lr | pad_crop(8) (whole-pixel: ours copies, no interpolation).
 Data: CamVid training scenes (../shared/data/camvid_240x180) resized to 256x256 once,
 held in memory, cycled. Rows, each the median of `--repeats` timed passes over
 `--examples` examples after one warm-up pass:
@@ -10,6 +13,8 @@ held in memory, cycled. Rows, each the median of `--repeats` timed passes over
   - albumentations in a plain Python loop over NumPy arrays (its usual use), and
     inside tf.data through tf.numpy_function with AUTOTUNE parallel calls.
 Every tf.data row batches by 32 and pulls NumPy batches, as a training loop would.
+`img/CPU-s` divides by this process's CPU time (all threads): images per core-second,
+the comparison per core that a shared machine's load does not distort.
 
   PYTHONPATH=. python benchmarks/augment_throughput.py
 writes benchmarks/results/augment_throughput.md and prints the same table.
@@ -21,6 +26,7 @@ import glob
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -36,7 +42,11 @@ from data import augment, pipeline  # noqa: E402
 
 SIZE = 256
 BATCH = 32
-POLICY = 'flip_lr|scale_crop(0.5, 1.0)|rotate(10)|brightness(0.2)|contrast(0.2)'
+POLICIES = {
+    'segmentation': 'flip_lr|scale_crop(0.5, 1.0)|rotate(10)|brightness(0.2)|contrast(0.2)',
+    'flip_crop': 'flip_lr|pad_crop(8)',
+}
+PAD = 8
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data',
                      'camvid_240x180')
 
@@ -57,9 +67,16 @@ def load_pairs(count: int) -> tuple[np.ndarray, np.ndarray]:
   return np.stack(images), np.stack(masks).astype(np.uint8)
 
 
-def albumentations_policy():
+def albumentations_policy(name: str):
   import albumentations as A  # pylint: disable=g-import-not-at-top
   import cv2  # pylint: disable=g-import-not-at-top
+  if name == 'flip_crop':
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.PadIfNeeded(SIZE + 2 * PAD, SIZE + 2 * PAD, border_mode=cv2.BORDER_CONSTANT,
+                      fill=0, fill_mask=255),
+        A.RandomCrop(SIZE, SIZE),
+    ], seed=0)
   return A.Compose([
       A.HorizontalFlip(p=0.5),
       A.RandomResizedCrop(size=(SIZE, SIZE), scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0),
@@ -73,8 +90,8 @@ def base_dataset(images, masks, examples: int) -> tf.data.Dataset:
   return ds.repeat().take(examples)
 
 
-def ours(images, masks, examples, parallel) -> tf.data.Dataset:
-  policy = augment.build_policy(POLICY)
+def ours(images, masks, examples, parallel, name) -> tf.data.Dataset:
+  policy = augment.build_policy(POLICIES[name])
   ds = base_dataset(images, masks, examples).enumerate()
   ds = ds.map(lambda i, f: policy(f, pipeline.example_seed(0, 0, i)),
               num_parallel_calls=parallel, deterministic=True)
@@ -85,8 +102,8 @@ def identity(images, masks, examples) -> tf.data.Dataset:
   return base_dataset(images, masks, examples).batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
-def albumentations_in_tf_data(images, masks, examples) -> tf.data.Dataset:
-  transform = albumentations_policy()
+def albumentations_in_tf_data(images, masks, examples, name) -> tf.data.Dataset:
+  transform = albumentations_policy(name)
 
   def apply(image, mask):
     out = transform(image=image, mask=mask)
@@ -110,8 +127,8 @@ def time_dataset(make: Callable[[], tf.data.Dataset]) -> Callable[[], None]:
   return run
 
 
-def time_albumentations_loop(images, masks, examples) -> Callable[[], None]:
-  transform = albumentations_policy()
+def time_albumentations_loop(images, masks, examples, name) -> Callable[[], None]:
+  transform = albumentations_policy(name)
 
   def run():
     for i in range(examples):
@@ -120,20 +137,24 @@ def time_albumentations_loop(images, masks, examples) -> Callable[[], None]:
   return run
 
 
-def measure(run: Callable[[], None], examples: int, repeats: int) -> tuple[float, list[float]]:
+def measure(run: Callable[[], None], examples: int, repeats: int
+            ) -> tuple[float, float, list[float]]:
+  """(median images/s, median images per CPU-second, every pass's images/s)."""
   run()  # warm-up: tracing, thread pools, caches
-  rates = []
+  rates, per_cpu = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run()
     rates.append(examples / (time.perf_counter() - start))
-  return statistics.median(rates), rates
+    per_cpu.append(examples / (time.process_time() - cpu))
+  return statistics.median(rates), statistics.median(per_cpu), rates
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--examples', type=int, default=512)
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--policies', default='segmentation,flip_crop')
   parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results',
                                                     'augment_throughput.md'))
   args = parser.parse_args()
@@ -143,36 +164,43 @@ def main() -> None:
   load = os.getloadavg()[0]
   images, masks = load_pairs(64)
   n = args.examples
-  rows = [
-      ('tf.data, no augmentation (reference)', 'AUTOTUNE',
-       time_dataset(lambda: identity(images, masks, n))),
-      ('ours (data.augment) in tf.data', 'AUTOTUNE',
-       time_dataset(lambda: ours(images, masks, n, tf.data.AUTOTUNE))),
-      ('ours (data.augment) in tf.data', '1',
-       time_dataset(lambda: ours(images, masks, n, 1))),
-      (f'albumentations {A.__version__}, Python loop', '1 (loop)',
-       time_albumentations_loop(images, masks, n)),
-      (f'albumentations {A.__version__} in tf.data (numpy_function)', 'AUTOTUNE',
-       time_dataset(lambda: albumentations_in_tf_data(images, masks, n))),
-  ]
+  names = args.policies.split(',')
+  rows = [('(none)', 'tf.data, no augmentation (reference)', 'AUTOTUNE',
+           time_dataset(lambda: identity(images, masks, n)))]
+  for name in names:
+    rows += [
+        (name, 'ours (data.augment) in tf.data', 'AUTOTUNE',
+         time_dataset(lambda name=name: ours(images, masks, n, tf.data.AUTOTUNE, name))),
+        (name, 'ours (data.augment) in tf.data', '1',
+         time_dataset(lambda name=name: ours(images, masks, n, 1, name))),
+        (name, f'albumentations {A.__version__}, Python loop', '1 (loop)',
+         time_albumentations_loop(images, masks, n, name)),
+        (name, f'albumentations {A.__version__} in tf.data (numpy_function)', 'AUTOTUNE',
+         time_dataset(lambda name=name: albumentations_in_tf_data(images, masks, n, name))),
+    ]
   lines = [
       f'# Augmentation throughput: {SIZE}x{SIZE} image + mask pairs', '',
-      f'Policy: `{POLICY}` (albumentations: HorizontalFlip, RandomResizedCrop, Rotate, '
-      'RandomBrightnessContrast with the same ranges).',
+      'Policies: ' + '; '.join(f'{k}: `{POLICIES[k]}`' for k in names) +
+      ' (albumentations: HorizontalFlip, RandomResizedCrop, Rotate, '
+      'RandomBrightnessContrast with the same ranges; flip_crop: HorizontalFlip, '
+      f'PadIfNeeded to {SIZE + 2 * PAD}, RandomCrop {SIZE}).',
       f'Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), '
       f'TensorFlow {tf.__version__}, OpenCV {cv2.__version__} '
       f'({cv2.getNumThreads()} threads). {n} examples per pass, batch {BATCH}, '
-      f'median of {args.repeats} passes after one warm-up.', '',
-      '| pipeline | map parallelism | images/s (median) | all passes |',
-      '|---|---|---:|---|']
-  for name, parallel, run in rows:
-    median, rates = measure(run, n, args.repeats)
-    lines.append(f'| {name} | {parallel} | {median:,.0f} | '
-                 f'{", ".join(f"{r:,.0f}" for r in rates)} |')
+      f'median of {args.repeats} passes after one warm-up; img/CPU-s: images per '
+      'CPU-second of this process (all threads).', '',
+      '| policy | pipeline | map parallelism | images/s (median) | img/CPU-s (median) | '
+      'all passes | load (1 min) |',
+      '|---|---|---|---:|---:|---|---:|']
+  for policy, name, parallel, run in rows:
+    median, per_cpu, rates = measure(run, n, args.repeats)
+    lines.append(f'| {policy} | {name} | {parallel} | {median:,.0f} | {per_cpu:,.0f} | '
+                 f'{", ".join(f"{r:,.0f}" for r in rates)} | {os.getloadavg()[0]:.1f} |')
     print(lines[-1], flush=True)
   lines += ['', f'Load average (1 min) at the start / end: {load:.1f} / {os.getloadavg()[0]:.1f} '
             '(other processes share these cores; rows with a wide spread were contended).',
-            '', 'Command: `PYTHONPATH=. python benchmarks/augment_throughput.py`', '']
+            '', 'Command: `PYTHONPATH=. python benchmarks/augment_throughput.py ' +
+            ' '.join(sys.argv[1:]) + '`', '']
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     f.write('\n'.join(lines))

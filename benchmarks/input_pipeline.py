@@ -1,24 +1,35 @@
-"""Is the input or the step the bottleneck? Images/s of the tf.data pipeline alone, of
-the jitted training step alone (one batch reused, already on the device), and of
-the step fed by the pipeline, per model.
+"""Can the host feed the accelerator? Images/s of every experiment's real training input
+path, on 1 and on 2 host cores, against the rate its step consumes on an H100.
 
-Pipeline rows: `data.pipeline.train_batches` (per-epoch shuffle, batch 128, prefetch)
-on the project's sources, pulled as uint8 NumPy batches as the training loop pulls
-them; the step normalises them (`train.steps.normalized_image_inputs`), because a
-per-example normalising map in tf.data delivered only ~35,000 images/s here, less
-than the MLP's step consumes (~58,000 images/s). If `pipeline alone` is well above `step
-alone`, the step is the bottleneck; if `fed` is close to `step alone`, the step
-does not stall waiting for input. On a 2-core CPU the pipeline's threads and the
-step share the same cores, so `fed` also pays for producing the input.
+Each row is one entry of benchmarks/experiment_inputs.py: the experiment's config,
+source, augmentation policy, batch size and shuffle buffer, run through
+`data.pipeline.train_batches(source.records, ..., decode_fn=source.decode)` exactly as
+train/loop.py calls it, pulled as NumPy batches. The training set is capped at
+`--cap` examples per row (as `config.train_examples` caps it: the first N records), and
+the rate is over whole epochs, so it includes filling the shuffle buffer and every
+decode; `epoch 0` is the cold first epoch (a source that caches decoded examples is
+faster afterwards), the `img/s` columns are the median of the later epochs.
 
-  PYTHONPATH=. python benchmarks/input_pipeline.py
+Cores: every thread of the worker process is pinned (`os.sched_setaffinity` on each
+task of /proc/self/task; new threads inherit it) to 1 or 2 CPUs, and the dataset's
+tf.data thread pool is that size (`Options().threading.private_threadpool_size`,
+`max_intra_op_parallelism = 1`). `img/CPU-s` divides by the process's CPU time (all
+threads), the steadier figure on a shared machine.
+
+Feeding an H100: issue 14 measured each model's jitted step on one H100 (bfloat16
+column); a 16-core host feeds it when one core makes at least rate / 16 images/s
+(assuming the input path scales linearly to 16 cores, which the 2-core column checks
+only as far as 2).
+
+  PYTHONPATH=. python benchmarks/input_pipeline.py [--rows ...] [--cap 4096]
 prints the table and writes benchmarks/results/input_pipeline.md.
 """
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import os
+import statistics
 import sys
 
 if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (allocator.py)
@@ -27,149 +38,131 @@ if __name__ == '__main__':  # before TensorFlow/JAX: re-run once with mimalloc (
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from benchmarks import common  # noqa: E402
-from benchmarks.train_throughput import WORKLOADS, load_arrays  # noqa: E402
 
-# Sources the issue asks about that data/ does not provide yet.
-NOT_YET_AVAILABLE = ('coco_json (COCO-format detection source)',)
-# Pipeline-only rows (no classification step to compare with): segmentation sources.
-SEGMENTATION_BATCH = 16
+DEFAULT_ROWS = ('mlp,airbench,resnet20,unet_camvid,unet_isbi,mask_rcnn_coco128,'
+                'mask_rcnn_coco20k,mask_rcnn_shapes')
+HOST_CORES = 16  # an H100 machine's host (issue 14)
 
 
-def measure_shapes(repeats: int) -> dict:
-  """The synthetic shapes source (128x128 image + semantic mask), pipeline alone."""
-  from data import pipeline, shapes  # pylint: disable=g-import-not-at-top
+def pin(cpus: set[int]) -> None:
+  """Pins every thread of this process (and the threads they start) to `cpus`."""
+  for tid in os.listdir('/proc/self/task'):
+    try:
+      os.sched_setaffinity(int(tid), cpus)
+    except OSError:  # the thread ended meanwhile
+      pass
+
+
+def measure(key: str, cap: int, epochs: int, core_counts: list[int]) -> dict:
+  from benchmarks import experiment_inputs  # pylint: disable=g-import-not-at-top
+  all_cpus = sorted(os.sched_getaffinity(0))
   with common.Clock() as build:
-    source = shapes.shapes_source('train', train_examples=2000)
-  batches = pipeline.as_numpy(pipeline.train_batches(
-      source.dataset.repeat(), batch_size=SEGMENTATION_BATCH, seed=0, epoch=0))
-  steps = 50
+    built = experiment_inputs.build(key)
+  source = built.source
+  count = min(cap, source.num_examples)
+  batch_size = int(built.config.batch_size)
+  if count < source.num_examples:
+    source = dataclasses.replace(source, records=source.records.take(count),
+                                 num_examples=count)
+  built = dataclasses.replace(built, source=source)
+  images = count // batch_size * batch_size
+  result = {'source': built.config.data.get('source'), 'examples': count, 'images': images,
+            'batch_size': batch_size, 'build_s': build.wall, 'augment': built.spec['augment'],
+            'shuffle_buffer': built.config.get('shuffle_buffer'), 'cores': {}}
+  for cores in core_counts:
+    pin(set(all_cpus[:cores]))
+    times = []
+    for epoch in range(epochs + 1):
+      with common.Clock() as clock:
+        pulled = sum(len(b['image']) for b in
+                     experiment_inputs.train_batches(built, epoch, threads=cores)
+                     .as_numpy_iterator())
+      assert pulled == images, (pulled, images)
+      times.append((clock.wall, clock.cpu))
+    later = times[1:]
+    result['cores'][str(cores)] = {
+        'epoch0_per_s': images / times[0][0],
+        'per_s': statistics.median(images / w for w, _ in later),
+        'per_cpu_s': statistics.median(images / c for _, c in later),
+        'all_per_s': [images / w for w, _ in times], 'load_1min': os.getloadavg()[0]}
+  pin(set(all_cpus))
+  result['peak_rss_mib'] = common.peak_rss_mib()
+  return result
 
-  def pull():
-    for _ in range(steps):
-      next(batches)
 
-  with common.Clock() as warmup:
-    pull()
-  return {'source': 'shapes (2,000 generated 128x128 examples, semantic masks)',
-          'build_s': build.wall,
-          'pipeline': common.summarize(steps * SEGMENTATION_BATCH, warmup,
-                                       common.timed_repeats(pull, repeats))}
-
-
-def _dataset(dataset: str):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  images, labels, mean, std = load_arrays(dataset)
-  if dataset == 'fashion_mnist':
-    from data import fashion_mnist  # pylint: disable=g-import-not-at-top
-    ds = fashion_mnist.idx_source('train',
-                                  os.path.join(common.SHARED_DATA, 'fashion_mnist')).dataset
-    name = 'fashion_mnist_idx'
+def row(key: str, r: dict) -> list[str]:
+  from benchmarks.experiment_inputs import ENTRIES  # pylint: disable=g-import-not-at-top
+  entry = ENTRIES[key]
+  one, two = r['cores'].get('1', {}), r['cores'].get('2', {})
+  cells = [entry.title, f'`{r["source"]}`, {r["examples"]:,} examples',
+           '`' + (r['augment'] or 'none').replace('|', '\\|') + '`']
+  for c in (one, two):
+    cells += [f'{c["epoch0_per_s"]:,.0f}' if c else '', f'{c["per_s"]:,.0f}' if c else '',
+              f'{c["per_cpu_s"]:,.0f}' if c else '']
+  if entry.h100 and one:
+    need = entry.h100[1] / HOST_CORES
+    per_core = one['per_cpu_s']
+    cells += [f'{entry.h100[1]:,}', f'{need:,.0f}',
+              f'{"yes" if per_core >= need else "no"} ({per_core / need:.2f}x)']
   else:
-    # The CIFAR-10 JPEG copy's test split, decoded once (as the cached folder source is
-    # after its first epoch).
-    ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
-    name = 'cifar10_folder (decoded, cached)'
-  return ds, images.shape[1:], mean, std, name
+    cells += ['not in the issue', '', '']
+  loads = '/'.join(f'{c["load_1min"]:.1f}' for c in (one, two) if c)
+  cells.append(f'build {r["build_s"]:.0f} s; load {loads}; peak RSS {r["peak_rss_mib"]:,.0f} '
+               f'MiB')
+  return cells
 
 
-def measure(model_name: str, batch_size: int, steps: int, repeats: int) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  import models  # pylint: disable=g-import-not-at-top
-  from train import optimizer, steps as train_steps  # pylint: disable=g-import-not-at-top
-  from tasks.classification.task import cross_entropy_loss  # pylint: disable=g-import-not-at-top
-  from train.state import create_train_state  # pylint: disable=g-import-not-at-top
-  w = WORKLOADS[model_name]
-  ds, shape, mean, std, source_name = _dataset(w.dataset)
-
-  batches = common.endless_train_batches(ds, batch_size)
-  items = steps * batch_size
-
-  def pull():
-    for _ in range(steps):
-      next(batches)
-
-  with common.Clock() as warmup:
-    pull()
-  pipeline_times = common.timed_repeats(pull, repeats)
-
-  tx, _ = optimizer.build_optimizer({'name': 'adamw', 'learning_rate': 1e-3,
-                                     'weight_decay': 1e-4}, 10_000)
-  holder = {'state': create_train_state(models.build_model(w.model_config), tx, (1,) + shape,
-                                        jax.random.PRNGKey(0))}
-  step = jax.jit(functools.partial(
-      train_steps.train_step, loss_fn=cross_entropy_loss,
-      inputs_fn=train_steps.normalized_image_inputs(mean, std)),
-                 donate_argnums=(0,))
-  fixed = jax.device_put(next(batches))
-
-  def run(fed: bool):
-    state = holder['state']
-    for _ in range(steps):
-      state, _ = step(state, next(batches) if fed else fixed)
-    holder['state'] = jax.block_until_ready(state)
-
-  common.timed_repeats(lambda: run(False), 1)  # compile
-  step_times = common.timed_repeats(lambda: run(False), repeats)
-  fed_times = common.timed_repeats(lambda: run(True), repeats)
-  return {'source': source_name,
-          'pipeline': common.summarize(items, warmup, pipeline_times),
-          'step': common.summarize(items, warmup, step_times),
-          'fed': common.summarize(items, warmup, fed_times)}
+HEADERS = ['model, input (experiment config)', 'source', 'augmentation',
+           '1 core: epoch 0 img/s', '1 core: img/s', '1 core: img/CPU-s',
+           '2 cores: epoch 0 img/s', '2 cores: img/s', '2 cores: img/CPU-s',
+           'H100 bf16 step img/s', 'needed per core (16 cores)', 'feeds from 16 cores?',
+           'notes']
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--models', default='mlp,cnn,resnet20')
-  parser.add_argument('--batch_size', type=int, default=128)
-  parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--timeout', type=float, default=300.0)
-  parser.add_argument('--pipeline_only', default='shapes')
+  parser.add_argument('--rows', default=DEFAULT_ROWS)
+  parser.add_argument('--cap', type=int, default=4096, help='examples per row (first N)')
+  parser.add_argument('--coco_cap', type=int, default=512, help='cap of the COCO rows')
+  parser.add_argument('--epochs', type=int, default=2, help='timed epochs after epoch 0')
+  parser.add_argument('--cores', default='1,2')
+  parser.add_argument('--timeout', type=float, default=600.0)
   parser.add_argument('--output', default=os.path.join(common.REPO, 'benchmarks', 'results',
                                                       'input_pipeline.md'))
   parser.add_argument('--worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  if args.worker == 'shapes':
-    common.emit_result(measure_shapes(args.repeats))
-    return
+  cores = [int(c) for c in args.cores.split(',')]
   if args.worker:
-    w = WORKLOADS[args.worker]
-    common.emit_result(measure(w.name, args.batch_size, max(w.steps, 20), args.repeats))
+    cap = args.coco_cap if args.worker.startswith('mask_rcnn_coco') else args.cap
+    common.emit_result(measure(args.worker, cap, args.epochs, cores))
     return
+  from data.sources import registered_sources  # pylint: disable=g-import-not-at-top
+  keys = [k for k in args.rows.split(',') if k]
   rows = []
-  for name in args.models.split(','):
+  for key in keys:
     r = common.run_worker('benchmarks.input_pipeline',
-                          ['--worker', name, '--batch_size', str(args.batch_size),
-                           '--repeats', str(args.repeats)], args.timeout)
-    print(name, r, file=sys.stderr, flush=True)
+                          ['--worker', key, '--cap', str(args.cap), '--coco_cap',
+                           str(args.coco_cap), '--epochs', str(args.epochs), '--cores',
+                           args.cores], args.timeout)
+    print(key, r, file=sys.stderr, flush=True)
     if 'error' in r:
-      rows.append([name, '', 'failed', '', '', '', r['error']])
-      continue
-    p, s, f = (r[k]['items_per_s'] for k in ('pipeline', 'step', 'fed'))
-    bottleneck = 'step' if p > s else 'input'
-    rows.append([name, r['source'], f'{p:.0f}', f'{s:.0f}', f'{f:.0f}', f'{p / s:.1f}x',
-                 f'{bottleneck}; fed/step alone {f / s:.2f}; load '
-                 f'{r["fed"]["load_1min"]:.1f}'])
-  if 'shapes' in args.pipeline_only:
-    r = common.run_worker('benchmarks.input_pipeline', ['--worker', 'shapes', '--repeats',
-                                                        str(args.repeats)], args.timeout)
-    if 'error' in r:
-      rows.append(['', 'shapes', 'failed', '', '', '', r['error']])
+      rows.append([key, 'failed'] + [''] * (len(HEADERS) - 3) + [r['error']])
     else:
-      rows.append(['(U-Net, not timed here)', r['source'],
-                   f'{r["pipeline"]["items_per_s"]:.0f}', '', '', '',
-                   f'batch {SEGMENTATION_BATCH}; generating the 2,000 examples took '
-                   f'{r["build_s"]:.1f} s at source build'])
-  for name in NOT_YET_AVAILABLE:
-    rows.append(['', name, 'not yet available', '', '', '', 'no such source in data/ yet'])
-  headers = ['model', 'source', 'pipeline alone img/s', 'step alone img/s',
-             'step fed by pipeline img/s', 'pipeline / step', 'bottleneck']
-  table = common.markdown_table(headers, rows)
-  intro = (f'Batch {args.batch_size}; medians of {args.repeats} repeats after a warm-up. '
+      rows.append(row(key, r))
+  if 'coco_records' not in registered_sources():
+    rows.append(['Mask R-CNN, COCO records', '`coco_records`', ''] + [''] * 9
+                + ['no `coco_records` source in data/ on this branch'])
+  table = common.markdown_table(HEADERS, rows)
+  intro = (f'Caps: {args.cap:,} examples per row, {args.coco_cap:,} for the COCO rows; '
+           f'epoch 0 and then {args.epochs} timed epochs (median) per core count. '
            '`PYTHONPATH=. python benchmarks/input_pipeline.py ' + ' '.join(sys.argv[1:]) +
-           '`\n\n' + common.machine_description(['jax', 'jaxlib', 'tensorflow-cpu']))
+           '`\n\n' + common.machine_description(['tensorflow-cpu', 'numpy']))
+  notes = ('`feeds from 16 cores?`: images per CPU-second on 1 core (what one core makes '
+           'when it is not shared) against the H100 bfloat16 step rate / '
+           f'{HOST_CORES}; the ratio is how many times over it is met. Epoch 0 includes '
+           'tracing the tf.data functions and, for a source that caches, the first decode.')
   print(table)
-  common.write_report(args.output, 'Input pipeline vs. training step', intro, table,
-                      'pipeline / step > 1: the input keeps up and the step is the bottleneck.')
+  common.write_report(args.output, 'Input pipelines vs. the H100 step', intro, table, notes)
 
 
 if __name__ == '__main__':

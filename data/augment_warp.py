@@ -101,19 +101,93 @@ def _warp(x: tf.Tensor, inverse: tf.Tensor, out_size: Size, interpolation: str,
                                x.shape[-1]])
 
 
-def warp_image(image: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float) -> tf.Tensor:
+@dataclasses.dataclass(frozen=True)
+class IndexMap:
+  """A flip and/or whole-pixel shift as a copy: per axis, reverse the input or not, then
+  take `out` consecutive pixels from `start` (fill where that runs off the input).
+
+  When `exact` (the inverse is diag(+-1, +-1) with a translation that lands every output
+  pixel centre on an input pixel centre), bilinear and nearest resampling give exactly
+  that copy too (their weights are 1 and 0), so it replaces ImageProjectiveTransformV3's
+  per-value interpolation with a reverse, a pad and a slice.
+  """
+  exact: tf.Tensor                      # [] bool
+  flip: tuple[tf.Tensor, tf.Tensor]     # (rows, columns) [] bool
+  start: tuple[tf.Tensor, tf.Tensor]    # (rows, columns) [] int32, in the reversed input
+  out: Size
+
+
+def index_map(inverse: tf.Tensor, in_size: Size, out_size: Size) -> IndexMap:
+  """The copy that `inverse` (output -> input, continuous coordinates) amounts to."""
+  def axis(scale, offset, in_count):
+    # With scale +-1, every output centre lands on an input centre iff the first does.
+    first = scale * 0.5 + offset - 0.5   # input pixel index of output pixel 0's centre
+    whole = tf.abs(first - tf.round(first)) < 1e-3
+    first = tf.cast(tf.round(first), tf.int32)
+    flip = scale < 0.0
+    return whole, flip, tf.where(flip, tf.cast(in_count, tf.int32) - 1 - first, first)
+
+  col_whole, col_flip, col_start = axis(inverse[0, 0], inverse[0, 2], in_size[1])
+  row_whole, row_flip, row_start = axis(inverse[1, 1], inverse[1, 2], in_size[0])
+  exact = (col_whole & row_whole
+           & (tf.abs(inverse[0, 1]) < 1e-6) & (tf.abs(inverse[1, 0]) < 1e-6)
+           & (tf.abs(tf.abs(inverse[0, 0]) - 1.0) < 1e-6)
+           & (tf.abs(tf.abs(inverse[1, 1]) - 1.0) < 1e-6))
+  return IndexMap(exact, (row_flip, col_flip), (row_start, col_start), out_size)
+
+
+def _window(x: tf.Tensor, start: tuple[tf.Tensor, tf.Tensor], count: Size, fill: tf.Tensor
+            ) -> tf.Tensor:
+  """x's [count[0], count[1]] rows and columns from `start`, fill beyond its edges."""
+  shape = tf.shape(x)
+  count = [tf.cast(c, tf.int32) for c in count]
+  before = [tf.maximum(0, -start[a]) for a in (0, 1)]
+  after = [tf.maximum(0, start[a] + count[a] - shape[a]) for a in (0, 1)]
+  padded = tf.pad(x, [[before[0], after[0]], [before[1], after[1]], [0, 0]],
+                  constant_values=fill)
+  return tf.slice(padded, [start[0] + before[0], start[1] + before[1], 0],
+                  [count[0], count[1], -1])
+
+
+def _copy_or(resample, x: tf.Tensor, copy: IndexMap | None, fill: tf.Tensor) -> tf.Tensor:
+  """x [H, W, C] copied by `copy` when it is exact, else `resample()`."""
+  if copy is None:
+    return resample()
+
+  def copied():
+    out = x
+    for axis in (0, 1):
+      out = tf.cond(copy.flip[axis], lambda o=out, a=axis: tf.reverse(o, [a]),
+                    lambda o=out: o)
+    return _window(out, copy.start, copy.out, fill)
+  out = tf.cond(copy.exact, copied, resample)
+  return tf.ensure_shape(out, [static_or_none(copy.out[0]), static_or_none(copy.out[1]),
+                               x.shape[-1]])
+
+
+def warp_image(image: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float,
+               copy: IndexMap | None = None) -> tf.Tensor:
   """Bilinear; computed in float32 so uint8 is rounded, not truncated; dtype kept."""
-  out = _warp(tf.cast(image, tf.float32), inverse, out_size, 'BILINEAR', fill)
+  def resample():
+    out = _warp(tf.cast(image, tf.float32), inverse, out_size, 'BILINEAR', fill)
+    if image.dtype.is_integer:
+      out = tf.clip_by_value(tf.round(out), image.dtype.min, image.dtype.max)
+    return tf.cast(out, image.dtype)
+  fill_value = tf.cast(fill, tf.float32)
   if image.dtype.is_integer:
-    out = tf.clip_by_value(tf.round(out), image.dtype.min, image.dtype.max)
-  return tf.cast(out, image.dtype)
+    fill_value = tf.clip_by_value(tf.round(fill_value), image.dtype.min, image.dtype.max)
+  return _copy_or(resample, image, copy, tf.cast(fill_value, image.dtype))
 
 
-def warp_labels(labels: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float
-                ) -> tf.Tensor:
+def warp_labels(labels: tf.Tensor, inverse: tf.Tensor, out_size: Size, fill: float,
+                copy: IndexMap | None = None) -> tf.Tensor:
   """Nearest neighbour on [H, W, C] labels: values are copied, never blended."""
-  work = labels if labels.dtype in _WARP_DTYPES else tf.cast(labels, tf.int32)
-  return tf.cast(_warp(work, inverse, out_size, 'NEAREST', fill), labels.dtype)
+  def resample():
+    work = labels if labels.dtype in _WARP_DTYPES else tf.cast(labels, tf.int32)
+    return tf.cast(_warp(work, inverse, out_size, 'NEAREST', fill), labels.dtype)
+  work_dtype = labels.dtype if labels.dtype in _WARP_DTYPES else tf.int32
+  fill_value = tf.cast(tf.cast(tf.cast(fill, tf.float32), work_dtype), labels.dtype)
+  return _copy_or(resample, labels, copy, fill_value)
 
 
 def transform_boxes(boxes: tf.Tensor, matrix: tf.Tensor, out_size: Size
@@ -144,14 +218,15 @@ def apply_affine(features: Features, matrix: tf.Tensor, out_size: Size,
   features = dict(features)
   inverse = tf.linalg.inv(matrix)
   fill = settings.fill
-  features['image'] = warp_image(features['image'], inverse, out_size, fill['image'])
+  copy = index_map(inverse, image_size(features), out_size)
+  features['image'] = warp_image(features['image'], inverse, out_size, fill['image'], copy)
   if 'mask' in features:
     mask = features['mask']
     if mask.shape.rank not in (2, 3):
       raise ValueError(f'data/augment_warp.py: `mask` must be [H, W] or [H, W, 1], '
                        f'got {mask.shape}.')
     work = mask if mask.shape.rank == 3 else mask[..., tf.newaxis]
-    work = warp_labels(work, inverse, out_size, fill['mask'])
+    work = warp_labels(work, inverse, out_size, fill['mask'], copy)
     features['mask'] = work if mask.shape.rank == 3 else work[..., 0]
   if 'instance_masks' in features:
     masks = features['instance_masks']
@@ -160,7 +235,7 @@ def apply_affine(features: Features, matrix: tf.Tensor, out_size: Size,
                        f'got {masks.shape}.')
     # Instances become channels so that one resampling call serves all N of them.
     work = warp_labels(tf.transpose(masks, [1, 2, 0]), inverse, out_size,
-                       fill['instance_masks'])
+                       fill['instance_masks'], copy)
     features['instance_masks'] = tf.transpose(work, [2, 0, 1])
   if 'boxes' in features:
     features = _boxes_and_drop(features, matrix, out_size, settings)
