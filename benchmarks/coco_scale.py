@@ -62,6 +62,17 @@ def write_repeated_coco(directory: str = DEFAULT_DIRECTORY, count: int = 20_000,
   return directory
 
 
+
+def write_repeated_records(directory: str = DEFAULT_DIRECTORY) -> str:
+  """`write_repeated_coco`'s train split converted once by data/coco_records.py into
+  `directory + '_records'`; returns that folder."""
+  from data import coco_records  # pylint: disable=g-import-not-at-top
+  out_dir = directory + '_records'
+  if not os.path.isfile(os.path.join(out_dir, 'train.json')):
+    coco_records.convert(write_repeated_coco(directory), 'train', out_dir)
+  return out_dir
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--directory', default=DEFAULT_DIRECTORY)

@@ -3,8 +3,9 @@
 Shared by benchmarks/input_pipeline.py (how fast the host makes batches) and
 `benchmarks/gpu_step.py --prepare` (real batches for the device check). For each entry:
 the experiment's config (experiments/*.get_config), its sources
-(experiments/common.sources), augmentation policy (common.augment_fn with the
-experiment's fill / drop mode), normalisation, and what the step needs as plain
+(experiments/common.sources), augmentation policy (common.augment_fns with the
+experiment's fill / drop mode: on the host in tf.data, or for `augment_on='device'` in
+the step, which gpu_step.py rebuilds from the spec), normalisation, and what the step needs as plain
 values (model config, optimizer config, task arguments), so the device side rebuilds
 the step without TensorFlow or ml_collections.
 
@@ -54,6 +55,14 @@ ENTRIES = {e.key: e for e in [
     Entry('mask_rcnn_coco20k', 'Mask R-CNN, instance_coco, 20,000 generated COCO images, '
           'batch 8', 'instance_coco', 'coco128', data_updates=dict(data_dir='<coco20k>'),
           h100=(458, 314)),
+    Entry('mask_rcnn_coco20k_records', 'Mask R-CNN, instance_coco, the 20,000 images '
+          'converted to coco_records, batch 8', 'instance_coco', 'coco128',
+          data_updates=dict(source='coco_records', data_dir='<coco20k_records>'),
+          h100=(458, 314)),
+    # cifar10's gpu config augments in the step; these rows show the host doing it.
+    Entry('airbench_host_augment', 'airbench layout, CIFAR-10 JPEG folder, batch 1024, '
+          'augmentation on the host', 'cifar10', 'gpu',
+          config_updates=dict(augment_on='host'), h100=(120_000, 212_000)),
     Entry('mask_rcnn_shapes', 'Mask R-CNN, instance_shapes 64x64, batch 16', 'instance_shapes',
           'shapes', data_updates=dict(data_dir='<shapes>'), h100=(1_540, 1_460)),
 ]}
@@ -64,7 +73,7 @@ class Built:
   entry: Entry
   config: Any                   # the experiment's ml_collections config
   source: Any                   # data.sources.Source (training)
-  augment_fn: Any               # data.pipeline.AugmentFn or None
+  augment_fn: Any               # data.pipeline.AugmentFn or None (None: device or no policy)
   spec: dict[str, Any]          # plain values for benchmarks/gpu_step.py
 
 
@@ -80,6 +89,8 @@ def _config(entry: Entry):
   data_updates = dict(entry.data_updates or {})
   if data_updates.get('data_dir') == '<coco20k>':
     data_updates['data_dir'] = coco_scale.write_repeated_coco()
+  elif data_updates.get('data_dir') == '<coco20k_records>':
+    data_updates['data_dir'] = coco_scale.write_repeated_records()
   elif data_updates.get('data_dir') == '<shapes>':
     data_updates['data_dir'] = module.write_synthetic(config, SCRATCH)
   if data_updates:
@@ -101,6 +112,7 @@ def build(key: str) -> Built:
       'steps_per_epoch': train_source.num_examples // int(config.batch_size),
       'compute_dtype': config.get('compute_dtype', '') or 'float32',
       'augment': config.get('augment', ''), 'h100': entry.h100,
+      'augment_on': config.get('augment_on', 'host'),
       'normalization': common.normalization(config), 'flip_averaged': None}
   if entry.experiment in ('dense_vs_conv', 'cifar10'):
     model = (config.models[entry.model_key] if entry.model_key else config.model).to_dict()
@@ -109,7 +121,7 @@ def build(key: str) -> Built:
                     'label_smoothing': float(config.get('label_smoothing', 0.0))}
     if entry.experiment == 'cifar10':
       spec['flip_averaged'] = bool(config.tta_flip)
-    augment_fn = common.augment_fn(config)
+    augment_options = {}
   elif entry.experiment in ('segment_semantic', 'segment_binary'):
     from tasks.segmentation import analysis  # pylint: disable=g-import-not-at-top
     binary = config.model.get('num_classes', 0) == 1
@@ -119,14 +131,16 @@ def build(key: str) -> Built:
                     'ce_weight': float(config.loss.ce_weight),
                     'dice_weight': float(config.loss.dice_weight),
                     'class_weights': None if weights is None else [float(w) for w in weights]}
-    augment_fn = common.augment_fn(config, {'mask': config.ignore_id})
+    augment_options = {'fill': {'mask': int(config.ignore_id)}}
   else:
     weights = dict(config.loss_weights.to_dict())
     if not train_source.metadata.get('has_masks', True):
       weights['mask'] = 0.0
     spec['model'] = {**config.model.to_dict(), 'num_classes': len(names) - 1}
     spec['task'] = {'kind': 'instance', 'loss_weights': weights}
-    augment_fn = common.augment_fn(config, drop_mode='invalidate')
+    augment_options = {'drop_mode': 'invalidate'}
+  spec['augment_options'] = augment_options  # build_device_policy's, for gpu_step.py
+  augment_fn = common.augment_fns(config, **augment_options)['augment_fn']
   return Built(entry, config, train_source, augment_fn, spec)
 
 

@@ -21,8 +21,9 @@ Two modes:
 
 Augmentation: the batches carry the host policy's output (the loop's default path).
 When an experiment trains with the augmentation inside the step (`augment_on='device'`,
-issue 14 item 3), `device_augment_fn` is where that step's augmentation goes: it is
-None until data/augment_jax.py exists, and the table says which rows include it.
+issue 14 item 3: cifar10's `gpu` config), the saved batch is unaugmented and the step
+applies the policy (data/augment_jax.py), as in training; the table says which rows
+include it.
 """
 from __future__ import annotations
 
@@ -107,14 +108,13 @@ def build_model(spec: dict[str, Any], dtype: str):
 
 
 def device_augment_fn(spec: dict[str, Any]) -> Optional[Any]:
-  """The batched on-device augmentation of the experiment's policy, or None.
-
-  Hook for issue 14 item 3: once data/augment_jax.py provides the policy as JAX ops
-  (`augment_on='device'`), return `(batch, key) -> batch` here for the entries whose
-  experiment picks that path; `time_step` then runs it inside the jitted step.
-  """
-  del spec
-  return None
+  """The experiment's policy as batched JAX ops (data/augment_jax.py) when it trains with
+  `augment_on='device'`, else None (the saved batch then carries the host's augmentation
+  or none). JAX only: data.augment_jax imports no TensorFlow."""
+  if spec.get('augment_on', 'host') != 'device' or not spec['augment']:
+    return None
+  from data import augment_jax  # pylint: disable=g-import-not-at-top
+  return augment_jax.build_device_policy(spec['augment'], **spec.get('augment_options', {}))
 
 
 def time_step(spec: dict[str, Any], batch: dict[str, np.ndarray], dtype: str, steps: int,
@@ -129,15 +129,10 @@ def time_step(spec: dict[str, Any], batch: dict[str, np.ndarray], dtype: str, st
   tx, _ = optimizer.build_optimizer(spec['optimizer'], total_steps)
   input_shape = (1,) + tuple(spec['image_shape'])
   state = jax.jit(lambda: create_train_state(model, tx, input_shape, jax.random.PRNGKey(0)))()
-  step_fn = functools.partial(train_steps.train_step, loss_fn=task.loss_fn,
-                              inputs_fn=task.inputs_fn)
   augment = device_augment_fn(spec)
-  if augment is not None:
-    inner = step_fn
-
-    def step_fn(state, batch):  # pylint: disable=function-redefined
-      key = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
-      return inner(state, augment(batch, key))
+  # As the loop builds it: the device augmentation inside the jitted step, keyed by step.
+  step_fn = functools.partial(train_steps.train_step, loss_fn=task.loss_fn,
+                              inputs_fn=task.inputs_fn, augment_fn=augment)
   step = jax.jit(step_fn, donate_argnums=(0,))
   device_batch = jax.device_put(batch)
   start = time.perf_counter()

@@ -39,8 +39,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from benchmarks import common  # noqa: E402
 
-DEFAULT_ROWS = ('mlp,airbench,resnet20,unet_camvid,unet_isbi,mask_rcnn_coco128,'
-                'mask_rcnn_coco20k,mask_rcnn_shapes')
+DEFAULT_ROWS = ('mlp,airbench,airbench_host_augment,resnet20,unet_camvid,unet_isbi,'
+                'mask_rcnn_coco128,mask_rcnn_coco20k,mask_rcnn_coco20k_records,mask_rcnn_shapes')
 HOST_CORES = 16  # an H100 machine's host (issue 14)
 
 
