@@ -24,6 +24,7 @@ Other keys (e.g. a classification `label`) pass through untouched.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Union
 
 import tensorflow as tf
