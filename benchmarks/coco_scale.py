@@ -64,12 +64,13 @@ def write_repeated_coco(directory: str = DEFAULT_DIRECTORY, count: int = 20_000,
 
 
 def write_repeated_records(directory: str = DEFAULT_DIRECTORY) -> str:
-  """`write_repeated_coco`'s train split converted once by data/coco_records.py into
-  `directory + '_records'`; returns that folder."""
+  """`write_repeated_coco`'s train and val splits converted once by data/coco_records.py
+  into `directory + '_records'`; returns that folder."""
   from data import coco_records  # pylint: disable=g-import-not-at-top
   out_dir = directory + '_records'
-  if not os.path.isfile(os.path.join(out_dir, 'train.json')):
-    coco_records.convert(write_repeated_coco(directory), 'train', out_dir)
+  for split in ('train', 'val'):  # the experiment builds both sources
+    if not os.path.isfile(os.path.join(out_dir, f'{split}.json')):
+      coco_records.convert(write_repeated_coco(directory), split, out_dir)
   return out_dir
 
 

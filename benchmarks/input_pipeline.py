@@ -68,7 +68,7 @@ def measure(key: str, cap: int, epochs: int, core_counts: list[int]) -> dict:
   images = count // batch_size * batch_size
   result = {'source': built.config.data.get('source'), 'examples': count, 'images': images,
             'batch_size': batch_size, 'build_s': build.wall, 'augment': built.spec['augment'],
-            'shuffle_buffer': built.config.get('shuffle_buffer'), 'cores': {}}
+            'augment_on': built.spec['augment_on'], 'shuffle_buffer': built.config.get('shuffle_buffer'), 'cores': {}}
   for cores in core_counts:
     pin(set(all_cpus[:cores]))
     times = []
@@ -95,7 +95,10 @@ def row(key: str, r: dict) -> list[str]:
   entry = ENTRIES[key]
   one, two = r['cores'].get('1', {}), r['cores'].get('2', {})
   cells = [entry.title, f'`{r["source"]}`, {r["examples"]:,} examples',
-           '`' + (r['augment'] or 'none').replace('|', '\\|') + '`']
+           '`' + (r['augment'] or 'none').replace('|', '\\|') + '`'
+           # In the jitted step (augment_on='device'): not part of the host's work.
+           + (' in the step (device)' if r.get('augment_on') == 'device' and r['augment']
+              else '')]
   for c in (one, two):
     cells += [f'{c["epoch0_per_s"]:,.0f}' if c else '', f'{c["per_s"]:,.0f}' if c else '',
               f'{c["per_cpu_s"]:,.0f}' if c else '']
