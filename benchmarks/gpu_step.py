@@ -19,6 +19,10 @@ Two modes:
   PYTHONPATH=. python benchmarks/gpu_step.py --prepare [--models mlp,cnn,...]
   PYTHONPATH=. python benchmarks/gpu_step.py --run [--models ...] [--steps 50]
 
+The batches come from ../shared/data, so they are not committed (benchmarks/gpu_batches/
+is in .gitignore): prepare them here, then carry the folder to the device machine (the
+device tool's `carry=['benchmarks/gpu_batches']`; ~6 MiB for all eight models).
+
 Augmentation: the batches carry the host policy's output (the loop's default path).
 When an experiment trains with the augmentation inside the step (`augment_on='device'`,
 issue 14 item 3: cifar10's `gpu` config), the saved batch is unaugmented and the step

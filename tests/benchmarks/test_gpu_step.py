@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BATCHES = os.path.join(REPO, 'benchmarks', 'gpu_batches')
 
 # The device machine has no TensorFlow, TFDS or ml_collections: None in sys.modules makes
 # any import of them raise ImportError, as there.
@@ -18,26 +17,28 @@ runpy.run_path({script!r}, run_name='__main__')
 """
 
 
-def test_committed_batches_have_a_spec_each():
-  keys = sorted(f[:-4] for f in os.listdir(BATCHES) if f.endswith('.npz'))
-  assert keys, BATCHES
-  total = 0
-  for key in keys:
-    with open(os.path.join(BATCHES, f'{key}.json')) as f:
-      spec = json.load(f)
-    assert spec['key'] == key and spec['batch_size'] == spec['arrays']['image'][1][0]
-    assert spec['arrays']['image'][0] == 'uint8'
-    total += os.path.getsize(os.path.join(BATCHES, f'{key}.npz'))
-  assert total < 20 * 2**20
-
-
-def test_run_one_step_without_tensorflow(tmp_path):
-  output = tmp_path / 'table.md'
-  code = _WITHOUT_TF.format(script=os.path.join(REPO, 'benchmarks', 'gpu_step.py'))
+def test_prepare_here_then_run_one_step_without_tensorflow(tmp_path):
+  # --prepare (here, with TensorFlow) writes the batch the device run reads; the batches
+  # are made from ../shared/data and never committed (the device run carries them).
+  batches = tmp_path / 'batches'
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
+  script = os.path.join(REPO, 'benchmarks', 'gpu_step.py')
+  proc = subprocess.run(
+      [sys.executable, script, '--prepare', '--models', 'mlp', '--directory', str(batches)],
+      cwd=REPO, env={**env, 'PYTHONPATH': REPO}, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(batches / 'mlp.json') as f:
+    spec = json.load(f)
+  assert spec['key'] == 'mlp' and spec['batch_size'] == spec['arrays']['image'][1][0]
+  assert spec['arrays']['image'][0] == 'uint8'
+  assert os.path.getsize(batches / 'mlp.npz') < 2**20
+
+  output = tmp_path / 'table.md'
+  code = _WITHOUT_TF.format(script=script)
   proc = subprocess.run(
       [sys.executable, '-c', code, '--run', '--models', 'mlp', '--dtypes', 'float32,bfloat16',
-       '--steps', '1', '--repeats', '1', '--output', str(output)],
+       '--steps', '1', '--repeats', '1', '--directory', str(batches), '--output', str(output)],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   table = output.read_text()
