@@ -357,18 +357,27 @@ def indexed_examples(images: Sequence[dict], per_image: Mapping[int, list[dict]]
   return records, numpy_decode(load, output_signature(image_size, max_instances))
 
 
+def warn_truncated(path: str, over: int, shown: Sequence[tuple[int, str, int, int]],
+                   max_instances: int) -> None:
+  """Warns that `over` images of `path` have more than `max_instances` annotations;
+  `shown`: (image id, file name, annotations, non-crowd ones) of some of them."""
+  if not over:
+    return
+  details = '; '.join(f'image id {image_id} ({file_name}): {count} annotations '
+                      f'({non_crowd} non-crowd)'
+                      for image_id, file_name, count, non_crowd in shown)
+  warnings.warn(f'{path}: {over} image(s) have more than max_instances='
+                f'{max_instances} annotations; keeping the largest non-crowd ones, then '
+                f'crowd: {details}{" ..." if over > len(shown) else ""}.', stacklevel=4)
+
+
 def _warn_truncated(json_path: str, images: Sequence[dict], per_image: Mapping[int, list],
                     max_instances: int) -> None:
   over = [(image, per_image[image['id']]) for image in images
           if len(per_image[image['id']]) > max_instances]
-  if not over:
-    return
-  details = '; '.join(
-      f'image id {image["id"]} ({image["file_name"]}): {len(anns)} annotations '
-      f'({sum(not a.get("iscrowd", 0) for a in anns)} non-crowd)' for image, anns in over[:5])
-  warnings.warn(f'{json_path}: {len(over)} image(s) have more than max_instances='
-                f'{max_instances} annotations; keeping the largest non-crowd ones, then '
-                f'crowd: {details}{" ..." if len(over) > 5 else ""}.', stacklevel=3)
+  warn_truncated(json_path, len(over), [
+      (image['id'], image['file_name'], len(anns), sum(not a.get('iscrowd', 0) for a in anns))
+      for image, anns in over[:5]], max_instances)
 
 
 @SOURCES.register('coco_json')

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 
 from errors import UserError
+from data import coco
 from data.coco_records import FORMAT_VERSION, SIDECAR_FORMAT, sidecar_path
 from data.sources import SOURCES, Source
 
@@ -222,15 +222,9 @@ def decode_record(record: tf.Tensor, image_size: Sequence[int], max_instances: i
 
 def _warn_truncated(path: str, sidecar: Mapping[str, Any], max_instances: int) -> None:
   over = sum(v for k, v in sidecar['annotations_per_image'].items() if int(k) > max_instances)
-  if not over:
-    return
-  details = '; '.join(f'image id {m["id"]} ({m["file_name"]}): {m["annotations"]} '
-                      f'annotations ({m["non_crowd"]} non-crowd)'
-                      for m in sidecar['most_annotated'] if m['annotations'] > max_instances)
-  warnings.warn(f'{path}: {over} image(s) have more than max_instances={max_instances} '
-                'annotations; keeping the largest non-crowd ones, then crowd: '
-                f'{details}{" ..." if over > len(sidecar["most_annotated"]) else ""}.',
-                stacklevel=3)
+  coco.warn_truncated(path, over, [
+      (m['id'], m['file_name'], m['annotations'], m['non_crowd'])
+      for m in sidecar['most_annotated'] if m['annotations'] > max_instances], max_instances)
 
 
 @SOURCES.register('coco_records')
