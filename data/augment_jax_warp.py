@@ -154,9 +154,7 @@ def apply_affine(example: Mapping[str, jnp.ndarray], matrix: jnp.ndarray, out_si
       raise ValueError('data/augment_jax_warp.py: `boxes` must be boxes_xyxy [B, N, 4], '
                        f'got {boxes.shape} per example.')
     clipped, visible = transform_boxes(boxes, matrix, out_size)
-    keep = ((visible >= settings.min_box_visibility) & (visible > 0.0)
-            & (clipped[:, 2] - clipped[:, 0] >= settings.min_box_size)
-            & (clipped[:, 3] - clipped[:, 1] >= settings.min_box_size))
+    keep = settings.kept(clipped, visible)
     valid = example.get('instance_valid', jnp.ones_like(keep))
     keep = keep & valid.astype(bool)
     example['instance_valid'] = keep.astype(valid.dtype)

@@ -62,6 +62,13 @@ class SyncSettings:
   def ignore_label(self) -> int:
     return int(self.fill['mask'])
 
+  def kept(self, clipped_xyxy, visible):
+    """bool [N]: the instances kept after a transform (the rules above); operators
+    only, so it serves TF tensors (host path) and JAX arrays (device path) alike."""
+    return ((visible >= self.min_box_visibility) & (visible > 0.0)
+            & (clipped_xyxy[:, 2] - clipped_xyxy[:, 0] >= self.min_box_size)
+            & (clipped_xyxy[:, 3] - clipped_xyxy[:, 1] >= self.min_box_size))
+
 
 def make_settings(fill: Mapping[str, float] | None = None, min_box_visibility: float = 0.25,
                   min_box_size: float = 1.0, drop_mode: str = 'remove') -> SyncSettings:

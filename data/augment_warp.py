@@ -250,9 +250,7 @@ def _boxes_and_drop(features: Features, matrix: tf.Tensor, out_size: Size,
     raise ValueError('data/augment_warp.py: `boxes` must be boxes_xyxy [N, 4], '
                      f'got {boxes.shape}.')
   clipped, visible = transform_boxes(boxes, matrix, out_size)
-  keep = ((visible >= settings.min_box_visibility) & (visible > 0.0)
-          & (clipped[:, 2] - clipped[:, 0] >= settings.min_box_size)
-          & (clipped[:, 3] - clipped[:, 1] >= settings.min_box_size))
+  keep = settings.kept(clipped, visible)
   features['boxes'] = tf.cast(clipped, boxes.dtype)
   present = [k for k in settings.instance_keys if k in features]
   if settings.drop_mode == 'remove':
