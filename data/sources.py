@@ -39,8 +39,8 @@ class Source:
   image_shape: tuple[int, int, int]  # [H, W, C]
   # Source-specific facts for evaluation, e.g. COCO's label -> category id mapping.
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  # record -> feature dict, TF ops only (it runs in a parallel tf.data map); None: the
-  # records are the feature dicts.
+  # record -> feature dict, in graph mode (it runs in a parallel tf.data map): TF ops, or
+  # Python through `numpy_decode`; None: the records are the feature dicts.
   decode: Optional[Callable[[Any], Mapping[str, tf.Tensor]]] = None
 
   @property
