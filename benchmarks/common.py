@@ -17,7 +17,12 @@ import time
 from typing import Any, Callable, Sequence
 
 import allocator
+import xla_cpu
 from report import tables
+
+# Before any benchmark's first JAX computation: the convolution kernels every command
+# runs with (xla_cpu.py); REDCONV_XLA_CPU=default measures XLA's own defaults.
+xla_cpu.configure()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO, '..', 'shared', 'data')
@@ -57,7 +62,7 @@ def machine_description(libraries: Sequence[str]) -> str:
   return (f'Machine: {cpu_model()}, {os.cpu_count()} cores, {pages / 2**30:.0f} GiB RAM, '
           f'no accelerator; Python {platform.python_version()}; {libs}. '
           f'Load average (1/5/15 min) when the table was written: {load}. '
-          f'Benchmark process {allocator.describe()}.')
+          f'Benchmark process {allocator.describe()}; {xla_cpu.describe()}.')
 
 
 def peak_rss_mib() -> float:

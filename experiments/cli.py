@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import allocator
+import xla_cpu
 from errors import UserError
 
 # What the command line treats as the user's mistake, beyond a bad flag or config file
@@ -114,6 +115,7 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
   re-executed itself with it already, any other launch does so here.
   """
   allocator.preload()
+  xla_cpu.configure()  # before JAX's first computation (xla_cpu.py)
   config_flags.DEFINE_config_file('config', config_file, 'Experiment configuration.',
                                   lock_config=True)
   flags.DEFINE_string('workdir', default_workdir, 'Where checkpoints, logs and reports go.')
@@ -131,6 +133,7 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
     logging.set_verbosity(logging.WARNING)
     if flags.FLAGS.debug:
       print(allocator.describe(), file=sys.stderr)
+      print(xla_cpu.describe(), file=sys.stderr)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], 'GPU')

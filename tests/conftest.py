@@ -1,12 +1,18 @@
 """Test set-up shared by the whole suite.
 
 Four host CPU devices let pmap and mesh tests run without accelerators; the flag must
-be set before JAX is first imported, which is why it lives here.
+be set before JAX is first imported, which is why it lives here (with the XLA:CPU
+convolution setting of every command, xla_cpu.py).
 """
 import os
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import xla_cpu  # noqa: E402
+
+# The kernels every command runs with (xla_cpu.py), so tests see the same numerics.
+xla_cpu.configure()
 
 import pytest  # noqa: E402
 
