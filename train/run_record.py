@@ -55,6 +55,10 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 
 
 def _defines_result(field: str) -> bool:
+  # An evaluator's schedule (`evals.<name>.every_epochs`) says when it runs, not what is
+  # trained; its other fields (what it measures) do define the reported result.
+  if field.startswith('evals.') and field.endswith('.every_epochs'):
+    return False
   return not any(field == f or field.startswith(f + '.') for f in NON_RESULT_FIELDS)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from errors import ConfigError
+import tasks.evaluators  # noqa: F401  (registers shift_robustness)
 from models.cnn import CNN
 from train.loop import TrainResult
 from train import run_record
@@ -43,6 +44,15 @@ def test_fields_that_cannot_change_the_result_do_not_block_resuming(tmp_path):
                                  progress_bar=True, eval_every_epochs=5))
   chex.assert_trees_all_equal(again.state.params, done.state.params)
   assert again.eval_history == done.eval_history
+
+
+def test_an_evaluators_schedule_does_not_block_resuming_but_what_it_measures_does(tmp_path):
+  evals = lambda **shift: dict(evals=dict(shift=dict(type='shift_robustness', **shift)))
+  done = _run(tmp_path, _config(num_epochs=1, **evals(shifts=(0, 1), every_epochs=1)))
+  again = _run(tmp_path, _config(num_epochs=1, **evals(shifts=(0, 1), every_epochs=0)))
+  chex.assert_trees_all_equal(again.state.params, done.state.params)
+  with pytest.raises(ConfigChangedError, match=r'evals.shift.shifts: \[0, 1\] -> \[0, 2\]'):
+    _run(tmp_path, _config(num_epochs=1, **evals(shifts=(0, 2), every_epochs=0)))
 
 
 def test_allow_config_change_continues_and_records_the_change(tmp_path, capfd):
