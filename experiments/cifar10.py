@@ -15,7 +15,9 @@ On the JPEG copy of CIFAR-10 (offline, the default data):
   python -m experiments.cifar10 --workdir=workdirs/cifar10_cpu
 Measured (cpu variant, 18 epochs, quiet 2-core AMD EPYC CPU, 2026-11-25): test accuracy
 0.8594 with flip TTA (0.8501 without), 15.0 min for the whole run (training 814 s at
-1,105 images/s; 0.85 first reached at epoch 16). An earlier 14-epoch run on a heavily
+1,105 images/s; 0.85 first reached at epoch 16). Rerun with Eigen convolutions
+(xla_cpu.py) on a quiet 2-core Intel Xeon, 2026-11-27: 0.8578 with flip TTA (0.8512
+without), 17.9 min (training 744 s at 1,208 images/s). An earlier 14-epoch run on a heavily
 shared machine: 0.8535 in 29.8 min. With the official data:
 `--config.data.source=cifar10_tfds` (downloads) or
 `--config.data.source=cifar10_bin --config.data.data_dir=<cifar-10-batches-bin>`.

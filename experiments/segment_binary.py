@@ -19,7 +19,8 @@ Commands:
       --workdir=workdirs/segment_isbi
 Measured (2-core AMD EPYC CPU shared with other jobs, load 2-4, 2026-11-25): shapes
 Dice 0.9937 in 8.7 min for the whole run; isbi foreground Dice 0.9513 (membrane Dice
-0.793, mIoU 0.782) in 12.6 min.
+0.793, mIoU 0.782) in 12.6 min. Rerun with Eigen convolutions (xla_cpu.py) on a 2-core
+Intel Xeon, 2026-11-27: isbi foreground Dice 0.9509 (membrane 0.7923, mIoU 0.7812).
 """
 from __future__ import annotations
 
