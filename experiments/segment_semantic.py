@@ -20,7 +20,10 @@ Measured (2-core AMD EPYC CPU shared with other jobs, load 2-4, 2026-11-25): sha
 mIoU 0.9442 (background 0.995, circle 0.955, square 0.919, triangle 0.908) in 11.7 min
 for the whole run. camvid (quiet machine): val mIoU 0.5284, pixel accuracy 0.808 (Sky
 0.943, Building 0.478, Pole 0.037, Road 0.918, Pavement 0.761, Tree 0.828, SignSymbol
-0.133, Fence 0.364, Car 0.514, Pedestrian 0.267, Bicyclist 0.570) in 25.3 min.
+0.133, Fence 0.364, Car 0.514, Pedestrian 0.267, Bicyclist 0.570) in 25.3 min. Rerun
+with Eigen convolutions (xla_cpu.py) on a 2-core Intel Xeon, 2026-11-27 (stopped at step
+120 and resumed): val mIoU 0.5208, pixel accuracy 0.805 (Car 0.468, Fence 0.335, Pole
+0.048, SignSymbol 0.149); no timing (it shared the CPU at first).
 The binary experiment (experiments/segment_binary.py) shares `main`: a model with one
 output channel makes the task binary (sigmoid, Dice reported). The task's exact sums
 score every evaluation (tasks/segmentation/); the report is drawn by report/segmentation.py.
