@@ -115,7 +115,6 @@ def run(config_file: str, main: Callable[[ml_collections.ConfigDict, str], objec
   re-executed itself with it already, any other launch does so here.
   """
   allocator.preload()
-  xla_cpu.configure()  # before JAX's first computation (xla_cpu.py)
   config_flags.DEFINE_config_file('config', config_file, 'Experiment configuration.',
                                   lock_config=True)
   flags.DEFINE_string('workdir', default_workdir, 'Where checkpoints, logs and reports go.')
