@@ -10,6 +10,7 @@ the record; different array shapes can never be restored, override or not.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -20,12 +21,14 @@ import jax
 from errors import UserError
 
 # Fields that cannot change the trained state, so they may change between a run and
-# its resumption (a field matches, and so does everything below it):
+# its resumption (a field matches, and so does everything below it; `*` stands for any
+# part of a name):
 NON_RESULT_FIELDS = (
     'progress_bar',         # display only
     'log_every_steps',      # how often training metrics are fetched and written
     'eval_batch_size',      # evaluation batching: every example is still counted once
     'eval_every_epochs',    # when to evaluate, not what is trained (the last epoch always is)
+    'evals.*.every_epochs',  # when one evaluator runs (what it measures does count)
     'num_shown',            # how many images the report draws
     'num_overlays',         # ditto (segmentation)
     'distributed',          # how processes join; the replicated state restores on any count
@@ -55,11 +58,8 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 
 
 def _defines_result(field: str) -> bool:
-  # An evaluator's schedule (`evals.<name>.every_epochs`) says when it runs, not what is
-  # trained; its other fields (what it measures) do define the reported result.
-  if field.startswith('evals.') and field.endswith('.every_epochs'):
-    return False
-  return not any(field == f or field.startswith(f + '.') for f in NON_RESULT_FIELDS)
+  return not any(fnmatch.fnmatchcase(field, f) or fnmatch.fnmatchcase(field, f + '.*')
+                 for f in NON_RESULT_FIELDS)
 
 
 def _result_fields(config: dict[str, Any]) -> dict[str, Any]:
