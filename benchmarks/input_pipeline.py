@@ -55,6 +55,7 @@ def pin(cpus: set[int]) -> None:
 
 def measure(key: str, cap: int, epochs: int, core_counts: list[int]) -> dict:
   from benchmarks import experiment_inputs  # pylint: disable=g-import-not-at-top
+  from data import pipeline  # pylint: disable=g-import-not-at-top
   all_cpus = sorted(os.sched_getaffinity(0))
   with common.Clock() as build:
     built = experiment_inputs.build(key)
@@ -74,9 +75,8 @@ def measure(key: str, cap: int, epochs: int, core_counts: list[int]) -> dict:
     times = []
     for epoch in range(epochs + 1):
       with common.Clock() as clock:
-        pulled = sum(len(b['image']) for b in
-                     experiment_inputs.train_batches(built, epoch, threads=cores)
-                     .as_numpy_iterator())
+        pulled = sum(len(b['image']) for b in pipeline.as_numpy(
+            experiment_inputs.train_batches(built, epoch, threads=cores)))
       assert pulled == images, (pulled, images)
       times.append((clock.wall, clock.cpu))
     later = times[1:]

@@ -113,6 +113,24 @@ def pad_batch(batch: Features, batch_size: int) -> Features:
   return {k: pad(v) for k, v in batch.items()}
 
 
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """`dataset` with tf.data's autotuning off: the same elements in the same order.
+
+  Why: autotuning runs a model thread per iterator that re-tunes at doubling intervals
+  (10 ms up to 60 s), and dropping the iterator waited for that thread's next round.
+  The training loop drops each epoch's iterator, and on the 2-core machine
+  `batches = None` at an epoch boundary of the main command's CNN took 18 s, with every
+  thread of the process idle (strace: it returned as the old iterator's model thread
+  woke and exited); 14-24 s at most epoch boundaries (benchmarks/README.md). Without
+  autotuning, `AUTOTUNE` parallelism is min(16, the tf.data thread pool's size), i.e.
+  every core up to 16, and prefetch buffers grow when the consumer waits.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return dataset.with_options(options)
+
+
 def as_numpy(dataset: tf.data.Dataset) -> Iterator[Mapping[str, np.ndarray]]:
-  """Iterates a dataset as dicts of NumPy arrays (what jitted steps take)."""
-  return dataset.as_numpy_iterator()
+  """Iterates a dataset as dicts of NumPy arrays (what jitted steps take), with
+  autotuning off (`without_autotune`), so that dropping the iterator is immediate."""
+  return without_autotune(dataset).as_numpy_iterator()
