@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models.few_channel_conv import conv_general_dilated
 from models.pooling import max_pool_2x2
 from models.registry import MODELS
 
@@ -33,8 +34,10 @@ class CNN(nn.Module):
     x = x.astype(self.dtype)
     for width in self.widths:
       for _ in range(self.convs_per_block):
-        # No conv bias: BatchNorm's shift makes it redundant.
-        x = nn.Conv(width, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype)(x)
+        # No conv bias: BatchNorm's shift makes it redundant. The first layer (few
+        # input channels) runs as a dot over patches on CPU (models/few_channel_conv.py).
+        x = nn.Conv(width, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
+                    conv_general_dilated=conv_general_dilated)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                          axis_name=self.bn_axis_name if train else None)(x)
         x = nn.relu(x)
