@@ -11,12 +11,12 @@ Offline, on the four official IDX files:
       --config.data.data_dir=../shared/data/fashion_mnist
 Online, TFDS downloads the data (the default source). Quick smoke run:
   python -m experiments.dense_vs_conv --config=experiments/dense_vs_conv.py:runlocal
-Measured on the 2-core Intel Xeon (default config, idx source, 2026-11-27 03:42 UTC):
-5 min 12 s for the whole command, where the code before this session's two changes
-(tf.data autotuning off, the CNN's first layer as multiply-adds) took 7 min 42 s in the
-same hour (4 min 36 s on the same machine the night before, when it ran faster); MLP
-0.8981, CNN 0.9303 test accuracy on all 10,000 test images (0.9307 before, 0.9298 on an
-AMD EPYC: the CNN's last digits follow the convolution kernels' rounding, README).
+Measured on the 2-core Intel Xeon (default config, idx source, 2026-11-27 04:15 UTC):
+4 min 34 s for the whole command (the code before that day's changes: 4 min 43 s right
+after, 7 min 42 s an hour earlier, when tf.data stalls hit six epoch boundaries); MLP
+0.8981, CNN 0.9303 test accuracy on all 10,000 test images (0.9307 before the CNN's
+first-layer change, 0.9298 on an AMD EPYC: the CNN's last digits follow the convolution
+kernels' rounding, README).
 """
 from __future__ import annotations
 
