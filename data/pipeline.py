@@ -121,7 +121,7 @@ def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
   The training loop drops each epoch's iterator, and on the 2-core machine
   `batches = None` at an epoch boundary of the main command's CNN took 18 s, with every
   thread of the process idle (strace: it returned as the old iterator's model thread
-  woke and exited); 14-24 s at most epoch boundaries (benchmarks/README.md). Without
+  woke and exited); 14-24 s at up to six of a run's nine (benchmarks/README.md). Without
   autotuning, `AUTOTUNE` parallelism is min(16, the tf.data thread pool's size), i.e.
   every core up to 16, and prefetch buffers grow when the consumer waits.
   """
