@@ -34,8 +34,8 @@ class CNN(nn.Module):
     x = x.astype(self.dtype)
     for width in self.widths:
       for _ in range(self.convs_per_block):
-        # No conv bias: BatchNorm's shift makes it redundant. The first layer (few
-        # input channels) runs as a dot over patches on CPU (models/few_channel_conv.py).
+        # No conv bias: BatchNorm's shift makes it redundant. On CPU the first layer's
+        # forward pass (few input channels) runs as multiply-adds (few_channel_conv.py).
         x = nn.Conv(width, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
                     conv_general_dilated=conv_general_dilated)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,

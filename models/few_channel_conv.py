@@ -8,7 +8,8 @@ and a kh x kw kernel the output is the sum of kh*kw*C shifted input planes, each
 one row of the kernel: XLA fuses those into one elementwise loop, 1.2 CPU ms here
 (benchmarks/README.md). Above `MAX_TAPS` products per output the loop loses to a real
 convolution. The backward pass is lax's own (its weight gradient and, when asked for,
-its input gradient): a dot over patches or a fused reduction were 1.2-6x slower there.
+its input gradient): a dot over patches or a fused reduction was at best on a par with
+it for one channel and 3-6x slower for three.
 
 Same function up to float32 rounding (the products are summed in another order); the
 kernel keeps its shape and layout, so checkpoints load either way. On other platforms,
