@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from data import pipeline
 from data.sources import Source, build_source
 from models import build_model
 from report import instance as instance_report
@@ -93,7 +94,7 @@ def normalization(config) -> dict[str, tuple[float, ...]]:
 def first_examples(source: Source, count: Optional[int] = None) -> dict[str, np.ndarray]:
   """The first `count` (all) examples of `source` stacked into NumPy arrays."""
   count = source.num_examples if count is None else min(count, source.num_examples)
-  return next(source.dataset.take(count).batch(count).as_numpy_iterator())
+  return next(pipeline.as_numpy(source.dataset.take(count).batch(count)))
 
 
 def should_report(results: Mapping[str, Any] | Any) -> bool:

@@ -10,6 +10,7 @@ import matplotlib.patches
 from matplotlib.figure import Figure  # drawn without pyplot: no backend to choose
 import numpy as np
 
+from data import pipeline
 from report import plots
 from tasks.instance import classical, coco_eval, evaluators
 from tasks.instance.task import LOSS_TERMS
@@ -204,7 +205,7 @@ def mask_rcnn_sections(workdir: str, title: str, config, result, series, shown, 
   """The report.md sections of a Mask R-CNN run (mask_rcnn_details, `clock`'s summary);
   draws loss_curves.png and detections.png: the first examples of `eval_source` above
   their detections `shown` (tasks/instance/evaluation.py: predict_source)."""
-  truth = next(eval_source.dataset.batch(len(shown['valid'])).as_numpy_iterator())
+  truth = next(pipeline.as_numpy(eval_source.dataset.batch(len(shown['valid']))))
   detections_grid(os.path.join(workdir, 'detections.png'), truth['image'], truth, shown,
                   eval_source.class_names, f'Mask R-CNN on {title}: {config.eval_split} images')
   loss_curves(os.path.join(workdir, 'loss_curves.png'), series, result.steps_per_epoch)
@@ -249,7 +250,7 @@ def nuclei_sections(workdir: str, config, result, series, shown, classical_coco,
             evaluators.coco_results(entry)['metrics']) for entry in result.eval_history]
   rows = {'Mask R-CNN': coco['metrics'], f'Otsu + connected components (min '
           f'{config.classical.min_size} px)': classical_coco['metrics']}
-  truth = next(eval_source.dataset.batch(len(shown['valid'])).as_numpy_iterator())
+  truth = next(pipeline.as_numpy(eval_source.dataset.batch(len(shown['valid']))))
   methods_grid(os.path.join(workdir, 'overlays.png'), truth['image'],
                _overlay_masks(shown, truth, classical_masks),
                f'nuclei, {split} images: ground truth, Mask R-CNN, classical',

@@ -18,6 +18,7 @@ import flax.linen as nn
 import numpy as np
 import tensorflow as tf
 
+from data import pipeline
 from tasks.classification import analysis
 from train import predict
 from train.evaluators import EVALUATORS, EvalContext, Evaluator
@@ -34,7 +35,7 @@ def eval_arrays(context: EvalContext) -> Callable[[], tuple[np.ndarray, np.ndarr
       dataset = context.eval_source.dataset
       if context.preprocess_fn is not None:
         dataset = dataset.map(context.preprocess_fn, num_parallel_calls=tf.data.AUTOTUNE)
-      batch = next(dataset.batch(context.eval_source.num_examples).as_numpy_iterator())
+      batch = next(pipeline.as_numpy(dataset.batch(context.eval_source.num_examples)))
       cache.append((batch['image'], np.asarray(batch['label'])))
     return cache[0]
   return arrays

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from data import pipeline
 from data.sources import Source
 from tasks.instance import coco_eval
 from train import predict, steps
@@ -93,7 +94,7 @@ def resize_ceiling(source: Source, iou_types=('bbox', 'segm'), batch_size: int =
   batches of `batch_size`, so memory stays bounded.
   """
   results, image_ids = [], []
-  for batch in source.dataset.batch(batch_size).as_numpy_iterator():
+  for batch in pipeline.as_numpy(source.dataset.batch(batch_size)):
     results += coco_eval.ground_truth_results(batch, source.metadata['category_ids'])
     image_ids += [int(i) for i in batch['image_id']]
   return coco_eval.evaluate(_ground_truth(source), results, iou_types=iou_types,

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from data import pipeline
 from data.sources import Source
 from tasks.segmentation import task as segmentation
 from train import predict, steps
@@ -20,8 +21,8 @@ def class_weights(spec: str, train_source: Source) -> Optional[tuple[float, ...]
     return None
   class_names = train_source.class_names
   if spec == 'median_frequency':
-    masks = next(train_source.dataset.map(lambda example: example['mask'])
-                 .batch(train_source.num_examples).as_numpy_iterator())
+    masks = next(pipeline.as_numpy(train_source.dataset.map(lambda example: example['mask'])
+                                   .batch(train_source.num_examples)))
     return tuple(segmentation.median_frequency_weights(masks, len(class_names)))
   weights = tuple(float(w) for w in str(spec).split(','))
   if len(weights) != len(class_names):
