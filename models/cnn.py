@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models.few_channel_conv import conv_general_dilated
+from models.cpu_conv import conv_general_dilated
 from models.pooling import max_pool_2x2
 from models.registry import MODELS
 
@@ -34,8 +34,8 @@ class CNN(nn.Module):
     x = x.astype(self.dtype)
     for width in self.widths:
       for _ in range(self.convs_per_block):
-        # No conv bias: BatchNorm's shift makes it redundant. On CPU the first layer's
-        # forward pass (few input channels) runs as multiply-adds (few_channel_conv.py).
+        # No conv bias: BatchNorm's shift makes it redundant. On CPU our own kernels run
+        # the first layer's forward pass and every weight gradient (cpu_conv.py).
         x = nn.Conv(width, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
                     conv_general_dilated=conv_general_dilated)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,

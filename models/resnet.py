@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models.cpu_conv import conv_general_dilated
 from models.registry import MODELS
 
 _ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
@@ -43,7 +44,8 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = lambda w, k, s: nn.Conv(w, (k, k), strides=(s, s), padding='SAME',
-                                   use_bias=False, dtype=self.dtype)
+                                   use_bias=False, dtype=self.dtype,
+                                   conv_general_dilated=conv_general_dilated)
     norm = lambda **kw: nn.BatchNorm(use_running_average=not train,
                                      momentum=self.bn_momentum, dtype=self.dtype, **kw)
     y = nn.relu(norm()(conv(self.width, 3, self.strides)(x)))
@@ -72,7 +74,8 @@ class ResNetCifar(nn.Module):
     blocks = (self.depth - 2) // 6
     widths = [w * self.width_multiplier for w in (16, 32, 64)]
     x = x.astype(self.dtype)
-    x = nn.Conv(widths[0], (3, 3), padding='SAME', use_bias=False, dtype=self.dtype)(x)
+    x = nn.Conv(widths[0], (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
+                conv_general_dilated=conv_general_dilated)(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                              dtype=self.dtype)(x))
     for stage, width in enumerate(widths):

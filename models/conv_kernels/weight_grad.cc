@@ -1,0 +1,244 @@
+// The weight gradient of an NHWC / HWIO convolution, as an XLA FFI handler.
+//
+//   dW[i, j, c, o] = sum over (n, y, x) of xpad[n, y*sh + i, x*sw + j, c] * dy[n, y, x, o]
+//
+// i.e. a GEMM [M = kh*kw*C, K = N*H*W] x [K, O] whose K is huge and whose M and O are
+// small: XLA:CPU's Eigen kernel and its dots run such skinny GEMMs at a fraction of
+// the machine's speed (benchmarks/README.md). Here the M x O accumulators of a block
+// stay in vector registers while the K rows stream through: each output pixel's
+// dy[o] row is loaded once per block, each of the block's inputs xpad[p + offset[m]]
+// is broadcast and multiplied in. Images are cut into a fixed number of parts that
+// the intra-op thread pool computes, each into its own buffer, summed in part order:
+// the result does not depend on which thread ran which part (bit-reproducible).
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;  // floats per vector register
+constexpr int kRegisters = 28;  // of 32, for accumulators
+#else
+constexpr int kLanes = 8;
+constexpr int kRegisters = 12;  // of 16 (AVX2, NEON pairs)
+#endif
+constexpr int kMaxTiles = 4;  // output channels per block: up to 4 vectors
+constexpr int kMaxRows = 12;  // M rows per block
+typedef float Vec __attribute__((vector_size(kLanes * 4)));
+
+struct Geometry {
+  int64_t h, w;       // input (per image)
+  int64_t hp, wp, c;  // padded input (per image)
+  int64_t ho, wo, o;  // output gradient (per image)
+  int64_t sh, sw;     // strides
+  int64_t top, left;  // padding before the input
+};
+
+// acc[r][t] += xpad[p + offset[r]] * dy[p, o0 + t * kLanes ...] over the images [0, n1).
+template <int kRows, int kTiles>
+void Block(const Geometry& g, const float* xpad, const float* dy, const int64_t* offset,
+           int64_t n0, int64_t n1, int64_t o0, float* out) {
+  Vec acc[kRows][kTiles];
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTiles; ++t) acc[r][t] = Vec{};
+  int64_t off[kRows];
+  for (int r = 0; r < kRows; ++r) off[r] = offset[r];
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t y = 0; y < g.ho; ++y) {
+      const float* x_row = xpad + (n * g.hp + y * g.sh) * g.wp * g.c;
+      const float* dy_row = dy + (n * g.ho + y) * g.wo * g.o + o0;
+      for (int64_t x = 0; x < g.wo; ++x) {
+        const float* xp = x_row + x * g.sw * g.c;
+        const float* dp = dy_row + x * g.o;
+        Vec d[kTiles];
+        for (int t = 0; t < kTiles; ++t) std::memcpy(&d[t], dp + t * kLanes, sizeof(Vec));
+        for (int r = 0; r < kRows; ++r) {
+          const Vec a = xp[off[r]] - Vec{};  // broadcast
+          for (int t = 0; t < kTiles; ++t) acc[r][t] += a * d[t];
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTiles; ++t) {
+      float* dst = out + r * g.o + o0 + t * kLanes;
+      Vec sum;
+      std::memcpy(&sum, dst, sizeof(Vec));
+      sum += acc[r][t];
+      std::memcpy(dst, &sum, sizeof(Vec));
+    }
+}
+
+// Output channels past the last whole vector (O not a multiple of kLanes): scalar.
+void Tail(const Geometry& g, const float* xpad, const float* dy, const int64_t* offset,
+          int64_t rows, int64_t n0, int64_t n1, int64_t o0, float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = o0; o < g.o; ++o) {
+      float sum = 0.0f;
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t y = 0; y < g.ho; ++y)
+          for (int64_t x = 0; x < g.wo; ++x)
+            sum += xpad[((n * g.hp + y * g.sh) * g.wp + x * g.sw) * g.c + offset[r]] *
+                   dy[((n * g.ho + y) * g.wo + x) * g.o + o];
+      out[r * g.o + o] += sum;
+    }
+}
+
+typedef void (*BlockFn)(const Geometry&, const float*, const float*, const int64_t*, int64_t,
+                        int64_t, int64_t, float*);
+template <int kTiles>
+struct Row {
+  template <int... kRows>
+  static constexpr std::array<BlockFn, sizeof...(kRows) + 1> Make(
+      std::integer_sequence<int, kRows...>) {
+    return {nullptr, &Block<kRows + 1, kTiles>...};
+  }
+  static constexpr auto kFns = Make(std::make_integer_sequence<int, kMaxRows>{});
+};
+
+BlockFn Lookup(int rows, int tiles) {
+  switch (tiles) {
+    case 1: return Row<1>::kFns[rows];
+    case 2: return Row<2>::kFns[rows];
+    case 3: return Row<3>::kFns[rows];
+    default: return Row<4>::kFns[rows];
+  }
+}
+
+// Images [n0, n1) of x, padded with zeros to the windows the output reads, into xpad.
+void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float* xpad) {
+  std::memset(xpad, 0, (n1 - n0) * g.hp * g.wp * g.c * sizeof(float));
+  const int64_t j0 = std::max<int64_t>(0, g.left), j1 = std::min(g.wp, g.w + g.left);
+  if (j1 <= j0) return;
+  for (int64_t b = n0; b < n1; ++b)
+    for (int64_t i = 0; i < g.hp; ++i) {
+      const int64_t yi = i - g.top;
+      if (yi < 0 || yi >= g.h) continue;
+      std::memcpy(xpad + (((b - n0) * g.hp + i) * g.wp + j0) * g.c,
+                  x + ((b * g.h + yi) * g.w + (j0 - g.left)) * g.c, (j1 - j0) * g.c * 4);
+    }
+}
+
+// The gradient over images [n0, n1), accumulated into out [M, O] (zeroed by the caller).
+void Part(const Geometry& g, const float* x, const float* dy_all,
+          const std::vector<int64_t>& offset, int64_t n0, int64_t n1, float* out) {
+  const int64_t rows_total = static_cast<int64_t>(offset.size());
+  // Images in chunks whose padded input and gradient (~512 KiB) stay in L2 across the
+  // blocks; the chunk is padded here, so the copy is this thread's and cache-resident.
+  const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
+  const int64_t chunk = std::max<int64_t>(1, (512 << 10) / image_bytes);
+  std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
+  for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+    const int64_t c1 = std::min(n1, c0 + chunk);
+    Pad(g, x, c0, c1, xpad.data());
+    const float* dy = dy_all + c0 * g.ho * g.wo * g.o;
+    int64_t o0 = 0;
+    for (; o0 + kLanes <= g.o; o0 += kMaxTiles * kLanes) {
+      const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (g.o - o0) / kLanes));
+      const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
+      for (int64_t m0 = 0; m0 < rows_total; m0 += max_rows) {
+        const int rows = static_cast<int>(std::min<int64_t>(max_rows, rows_total - m0));
+        Lookup(rows, tiles)(g, xpad.data(), dy, offset.data() + m0, 0, c1 - c0, o0,
+                            out + m0 * g.o);
+      }
+      if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
+    }
+    if (o0 < g.o) Tail(g, xpad.data(), dy, offset.data(), rows_total, 0, c1 - c0, o0, out);
+  }
+}
+
+// Runs fn(0..parts-1) on the pool and the calling thread. Only parts a thread has
+// started are waited for: a task that starts late finds nothing left and returns, so
+// handlers waiting inside the pool's own threads cannot deadlock each other.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int64_t parts, F fn) {
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> running{0};
+    std::mutex mu;
+    std::condition_variable done;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto work = [shared, parts, &fn]() {
+    for (;;) {
+      shared->running.fetch_add(1);
+      const int64_t i = shared->next.fetch_add(1);
+      if (i >= parts) break;
+      fn(i);
+      shared->running.fetch_sub(1);
+    }
+    if (shared->running.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->done.notify_all();
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
+  // A helper that starts after the caller returned finds the counter exhausted and
+  // leaves without touching `fn` (it holds `shared` itself).
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([work]() { work(); });
+  work();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->done.wait(lock, [&] { return shared->running.load() == 0; });
+}
+
+ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
+                      ffi::Buffer<ffi::F32> out_grad, ffi::ResultBuffer<ffi::F32> kernel_grad,
+                      int64_t pad_top, int64_t pad_left, int64_t stride_h,
+                      int64_t stride_w) {
+  const auto x_dims = lhs.dimensions(), dy_dims = out_grad.dimensions(),
+             w_dims = kernel_grad->dimensions();
+  if (x_dims.size() != 4 || dy_dims.size() != 4 || w_dims.size() != 4)
+    return ffi::Error::InvalidArgument("conv weight gradient: rank-4 NHWC / HWIO expected");
+  const int64_t n = x_dims[0], h = x_dims[1], w = x_dims[2], c = x_dims[3];
+  const int64_t kh = w_dims[0], kw = w_dims[1], o = w_dims[3];
+  // The padded input spans exactly the windows the output reads.
+  Geometry g{h, w, (dy_dims[1] - 1) * stride_h + kh, (dy_dims[2] - 1) * stride_w + kw, c,
+             dy_dims[1], dy_dims[2], o, stride_h, stride_w, pad_top, pad_left};
+  if (dy_dims[0] != n || dy_dims[3] != o || w_dims[2] != c || pad_top < 0 || pad_left < 0 ||
+      stride_h < 1 || stride_w < 1)
+    return ffi::Error::InvalidArgument("conv weight gradient: inconsistent shapes");
+  std::vector<int64_t> offset;
+  for (int64_t i = 0; i < kh; ++i)
+    for (int64_t j = 0; j < kw; ++j)
+      for (int64_t k = 0; k < c; ++k) offset.push_back((i * g.wp + j) * c + k);
+  const int64_t m = kh * kw * c;
+  // A fixed number of parts (not the thread count): the same sums on every machine.
+  const int64_t parts = std::min<int64_t>(n, 4);
+  std::vector<float> partial(parts * m * o, 0.0f);
+  ParallelFor(pool, parts, [&](int64_t i) {
+    Part(g, lhs.typed_data(), out_grad.typed_data(), offset, n * i / parts, n * (i + 1) / parts,
+         partial.data() + i * m * o);
+  });
+  float* dw = kernel_grad->typed_data();
+  for (int64_t k = 0; k < m * o; ++k) {
+    float sum = partial[k];
+    for (int64_t i = 1; i < parts; ++i) sum += partial[i * m * o + k];
+    dw[k] = sum;
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvWeightGrad, WeightGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w"));

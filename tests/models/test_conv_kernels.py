@@ -1,0 +1,134 @@
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models import conv_kernels
+
+needs_kernel = pytest.mark.skipif(not conv_kernels.available(),
+                                  reason='no C++ compiler here: lax fallback')
+
+CASES = [  # (x shape, kernel shape, padding, strides)
+    ((16, 28, 28, 1), (3, 3, 1, 32), ((1, 1), (1, 1)), (1, 1)),   # the CNN's first layer
+    ((8, 14, 14, 32), (3, 3, 32, 64), ((1, 1), (1, 1)), (1, 1)),  # its second
+    ((2, 9, 7, 3), (3, 3, 3, 5), ((1, 1), (1, 1)), (1, 1)),       # 5 outputs: scalar tail
+    ((3, 11, 8, 2), (5, 5, 2, 20), ((0, 0), (0, 0)), (1, 1)),     # 20 = vectors + tail
+    ((3, 7, 7, 2), (3, 3, 2, 6), ((2, 0), (1, 1)), (1, 1)),       # uneven padding
+    ((5, 8, 8, 16), (1, 1, 16, 48), ((0, 0), (0, 0)), (1, 1)),
+    ((4, 16, 16, 16), (3, 3, 16, 32), ((0, 1), (0, 1)), (2, 2)),  # ResNet's 'SAME', stride 2
+    ((4, 16, 16, 16), (1, 1, 16, 32), ((0, 0), (0, 0)), (2, 2)),  # its 1x1 shortcut
+    ((3, 9, 10, 3), (3, 3, 3, 7), ((1, 1), (1, 1)), (2, 3)),
+    ((1, 5, 5, 4), (3, 3, 4, 16), ((3, 3), (0, 2)), (1, 1)),      # rows of zeros only
+]
+
+
+def _arrays(x_shape, kernel_shape, padding, strides, seed=0):
+  kx, kg = jax.random.split(jax.random.PRNGKey(seed))
+  (top, bottom), (left, right) = padding
+  out_h = (x_shape[1] + top + bottom - kernel_shape[0]) // strides[0] + 1
+  out_w = (x_shape[2] + left + right - kernel_shape[1]) // strides[1] + 1
+  return (jax.random.normal(kx, x_shape),
+          jax.random.normal(kg, (x_shape[0], out_h, out_w, kernel_shape[3])))
+
+
+@needs_kernel
+@pytest.mark.parametrize('x_shape,kernel_shape,padding,strides', CASES)
+def test_matches_lax_weight_gradient(x_shape, kernel_shape, padding, strides):
+  x, g = _arrays(x_shape, kernel_shape, padding, strides)
+  got = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, kernel_shape, padding, strides))(x, g)
+  expected = conv_kernels.lax_weight_grad(x, g, kernel_shape, padding, strides)
+  assert got.shape == expected.shape == kernel_shape
+  # Sums of up to ~10^4 products in another order: float32 rounding only.
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(jnp.abs(expected).max()))
+
+
+@needs_kernel
+def test_bit_reproducible():
+  # Fixed parts summed in a fixed order: which pool thread ran which part is irrelevant.
+  shape, padding, strides = (3, 3, 32, 64), ((1, 1), (1, 1)), (1, 1)
+  x, g = _arrays((32, 14, 14, 32), shape, padding, strides)
+  fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides))
+  first = np.asarray(fn(x, g))
+  for _ in range(3):
+    np.testing.assert_array_equal(np.asarray(fn(x, g)), first)
+
+
+@needs_kernel
+def test_per_example_gradients_under_vmap():
+  shape, padding, strides = (3, 3, 2, 16), ((1, 1), (1, 1)), (1, 1)
+  x, g = _arrays((4, 6, 6, 2), shape, padding, strides)
+
+  def one(x, g):  # one example: a batch of 1
+    return conv_kernels.weight_grad(x[None], g[None], shape, padding, strides)
+  got = jax.jit(jax.vmap(one))(x, g)
+  expected = jnp.stack([conv_kernels.lax_weight_grad(x[i:i + 1], g[i:i + 1], shape, padding,
+                                                     strides) for i in range(4)])
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_other_dtypes_take_lax_gradient():
+  shape, padding, strides = (3, 3, 4, 16), ((1, 1), (1, 1)), (1, 1)
+  x, g = (a.astype(jnp.bfloat16) for a in _arrays((2, 6, 6, 4), shape, padding, strides))
+  fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides))
+  assert conv_kernels.TARGET not in fn.lower(x, g).as_text()
+  np.testing.assert_array_equal(
+      fn(x, g), conv_kernels.lax_weight_grad(x, g, shape, padding, strides))
+
+
+@needs_kernel
+def test_build_is_cached_per_machine(tmp_path, monkeypatch):
+  monkeypatch.setenv('REDCONV_KERNEL_CACHE', str(tmp_path))
+  path = conv_kernels.build()
+  assert os.path.dirname(path) == str(tmp_path) and os.path.exists(path)
+  built_at = os.stat(path).st_mtime_ns
+  assert conv_kernels.build() == path  # found, not rebuilt
+  assert os.stat(path).st_mtime_ns == built_at
+  assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]  # no leftovers
+
+
+def test_no_compiler_is_a_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('REDCONV_KERNEL_CACHE', str(tmp_path))
+  monkeypatch.setattr(conv_kernels, '_compiler', lambda: None)
+  with pytest.raises(RuntimeError, match='no C.. compiler found'):
+    conv_kernels.build()
+
+
+def test_a_failed_build_names_the_source_and_keeps_nothing(tmp_path, monkeypatch):
+  broken = tmp_path / 'broken.cc'
+  broken.write_text('this is not C++\n')
+  monkeypatch.setenv('REDCONV_KERNEL_CACHE', str(tmp_path / 'cache'))
+  monkeypatch.setattr(conv_kernels, 'SOURCE', str(broken))
+  if conv_kernels._compiler() is None:
+    pytest.skip('no C++ compiler here')
+  with pytest.raises(RuntimeError, match='could not build .*broken.cc'):
+    conv_kernels.build()
+  assert list((tmp_path / 'cache').iterdir()) == []
+
+
+@pytest.mark.parametrize('cause', ['no_compiler', 'env'])
+def test_fallback_is_lax_gradient(cause, monkeypatch):
+  # No compiler: one warning, then lax's gradient. REDCONV_CONV_KERNELS=lax: silently.
+  if cause == 'env':
+    monkeypatch.setenv('REDCONV_CONV_KERNELS', 'lax')
+  else:
+    monkeypatch.setattr(conv_kernels, '_compiler', lambda: None)
+    monkeypatch.setenv('REDCONV_KERNEL_CACHE', '/nonexistent/redconv-test-cache')
+  conv_kernels.available.cache_clear()
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      assert not conv_kernels.available()
+    assert len(caught) == (1 if cause == 'no_compiler' else 0)
+    if caught:
+      assert 'no C++ compiler found' in str(caught[0].message)
+    shape, padding, strides = (3, 3, 4, 16), ((1, 1), (1, 1)), (1, 1)
+    x, g = _arrays((2, 6, 6, 4), shape, padding, strides)
+    fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides))
+    assert conv_kernels.TARGET not in fn.lower(x, g).as_text()
+  finally:
+    monkeypatch.undo()
+    conv_kernels.available.cache_clear()
+    conv_kernels.available()  # registered again for the other tests of this process
