@@ -1,17 +1,19 @@
 """The convolution the models pass to `nn.Conv(..., conv_general_dilated=...)`: lax's,
-with two CPU kernels of our own where XLA:CPU's are slow.
+with CPU kernels of our own where XLA:CPU's are slow.
 
 For a plain convolution (float32, NHWC / HWIO, no dilation, one group) on CPU, a
 custom VJP computes
   - the forward pass as multiply-adds when the kernel spans few inputs (kh*kw*C <=
-    27, stride 1: a first layer; models/few_channel_conv.py), else lax's convolution;
-  - the weight gradient with the compiled kernel of models/conv_kernels (lax's where it
-    cannot be built), the largest cost of a conv net's step on CPU;
-  - the input gradient with lax's own (on a par with oneDNN's; XLA drops it when
-    nothing uses it, as for a first layer).
-Measured per layer and per step in benchmarks/README.md. The same function as lax's
-up to float32 rounding (sums in another order); the kernel keeps its shape and layout,
-so checkpoints load either way. Every other convolution, and every convolution lowered
+    27, stride 1: a first layer; models/few_channel_conv.py), else with the compiled
+    kernel of models/conv_kernels;
+  - the weight gradient with the compiled kernel, the largest cost of a conv net's
+    step on CPU under XLA's own;
+  - the input gradient at stride 1 as the compiled forward kernel on the flipped
+    kernel, with a stride as lax's (XLA drops it when nothing uses it: a first layer).
+Where the kernels cannot be built (no C++ compiler) they are lax's. Measured per layer
+and per step in benchmarks/README.md. The same function as lax's up to float32
+rounding (sums in another order); the kernel keeps its shape and layout, so
+checkpoints load either way. Every other convolution, and every convolution lowered
 for GPU or TPU (`lax.platform_dependent`), is `lax.conv_general_dilated` itself.
 """
 from __future__ import annotations
@@ -38,14 +40,10 @@ def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
   return tuple(given) == tuple(expected)
 
 
-def _lax_nhwc(lhs, rhs, padding: Padding, strides: tuple[int, int]):
-  return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=_NHWC)
-
-
 def _forward_value(lhs, rhs, padding: Padding, strides: tuple[int, int]):
   if strides == (1, 1) and rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= MAX_TAPS:
     return tap_sum(lhs, rhs, padding)
-  return _lax_nhwc(lhs, rhs, padding, strides)
+  return conv_kernels.forward(lhs, rhs, padding, strides)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -59,7 +57,11 @@ def _forward(lhs, rhs, padding: Padding, strides: tuple[int, int]):
 
 def _backward(padding: Padding, strides: tuple[int, int], residuals, out_grad):
   lhs, rhs = residuals
-  lhs_grad = jax.vjp(lambda a: _lax_nhwc(a, rhs, padding, strides), lhs)[1](out_grad)[0]
+  if strides == (1, 1):
+    lhs_grad = conv_kernels.input_grad(out_grad, rhs, padding, lhs.shape)
+  else:  # lax's (a convolution with a dilated input); XLA drops it for a first layer
+    lhs_grad = jax.vjp(lambda a: conv_kernels.lax_forward(a, rhs, padding, strides),
+                       lhs)[1](out_grad)[0]
   return lhs_grad, conv_kernels.weight_grad(lhs, out_grad, rhs.shape, padding, strides)
 
 

@@ -1,11 +1,13 @@
 """Compiled CPU kernels for convolutions, called from XLA through its FFI.
 
-`weight_grad(lhs, out_grad, kernel_shape, padding, strides)` is the weight gradient of
-an NHWC / HWIO float32 convolution (no dilation, one group). On CPU it runs `weight_grad.cc`, a skinny-GEMM
-kernel that keeps its accumulators in vector registers; XLA's own kernel for it (Eigen)
-was 2-4x slower than TensorFlow's oneDNN and is where our conv nets lost to Keras
-(benchmarks/README.md). On GPU and TPU, and wherever the kernel cannot be built, it is
-lax's own weight gradient: the same sums in another order.
+For an NHWC / HWIO float32 convolution (no dilation, one group):
+`forward(lhs, rhs, padding, strides)`, `input_grad(out_grad, rhs, padding)` (stride 1:
+the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel_shape,
+padding, strides)`. On CPU they run `conv.cc`, GEMM kernels that keep a block of
+accumulators in vector registers: XLA's own (Eigen) weight gradient was 2-4x slower
+than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that is where
+our conv nets lost to Keras (benchmarks/README.md). On GPU and TPU, and wherever the
+kernels cannot be built, they are lax's own: the same sums in another order.
 
 The kernel is compiled on first use, for the machine it runs on (`-march=native`), by
 the C++ compiler found first of `$CXX`, `c++`, `g++`, `clang++`, and cached under
@@ -35,8 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-TARGET = 'redconv_conv_weight_grad'
-SOURCE = os.path.join(os.path.dirname(__file__), 'weight_grad.cc')
+# XLA FFI target name -> the handler's symbol in conv.cc.
+TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
+           'redconv_conv_weight_grad': 'RedconvConvWeightGrad'}
+SOURCE = os.path.join(os.path.dirname(__file__), 'conv.cc')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -82,7 +86,7 @@ def build(compiler: Optional[str] = None) -> str:
   key = hashlib.sha256(b'\0'.join(part.encode() if isinstance(part, str) else part for part in (
       source, compiler, version, ' '.join(_flags()), jax.lib.__version__,
       _cpu_features()))).hexdigest()[:16]
-  path = os.path.join(_cache_dir(), f'weight_grad_{key}.so')
+  path = os.path.join(_cache_dir(), f'conv_{key}.so')
   if os.path.exists(path):
     return path
   os.makedirs(_cache_dir(), exist_ok=True)
@@ -102,59 +106,98 @@ def build(compiler: Optional[str] = None) -> str:
 
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
-  """Whether `weight_grad` runs the compiled kernel on CPU (built and registered once
-  per process; a failure warns once and leaves lax's kernel)."""
+  """Whether the functions here run the compiled kernels on CPU (built and registered
+  once per process; a failure warns once and leaves lax's kernels)."""
   if os.environ.get('REDCONV_CONV_KERNELS', '').lower() == 'lax':
     return False
   try:
     library = ctypes.CDLL(build())
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.RedconvConvWeightGrad),
-                                platform='cpu')
+    for target, symbol in TARGETS.items():
+      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
+                                  platform='cpu')
   except (RuntimeError, OSError, AttributeError) as e:
-    warnings.warn(f'models.conv_kernels: using lax\'s convolution weight gradient on CPU '
+    warnings.warn(f'models.conv_kernels: using lax\'s convolution kernels on CPU '
                   f'(slower, same results up to rounding): {e}', RuntimeWarning)
     return False
   return True
 
 
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _compiled_applies(*arrays: jnp.ndarray, padding: Padding, strides: tuple[int, int]) -> bool:
+  return (all(a.dtype == jnp.float32 and a.ndim == 4 for a in arrays)
+          and min(min(pads) for pads in padding) >= 0 and min(strides) >= 1 and available())
+
+
+def _ffi(target: str, shape: tuple[int, ...], padding: Padding, strides: tuple[int, int]):
+  (top, _), (left, _) = padding
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(shape), jnp.float32),
+                          vmap_method='sequential')
+  return lambda *args: call(*args, pad_top=np.int64(top), pad_left=np.int64(left),
+                            stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]))
+
+
+def lax_forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
+                strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+  """lax's convolution (the reference and the fallback; so are the other lax_*)."""
+  return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=_NHWC)
+
+
+def forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
+            strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+  """`conv(lhs [N, H, W, C], rhs [kh, kw, C, O])` `[N, H', W', O]` with explicit
+  `padding` ((top, bottom), (left, right)) and `strides`."""
+  reference = functools.partial(lax_forward, padding=padding, strides=strides)
+  if not _compiled_applies(lhs, rhs, padding=padding, strides=strides):
+    return reference(lhs, rhs)
+  out_shape = jax.eval_shape(reference, lhs, rhs).shape
+  compiled = _ffi('redconv_conv_forward', out_shape, padding, strides)
+  # Decided when lowering: CUDA and TPU lowerings contain lax's convolution only.
+  return lax.platform_dependent(lhs, rhs, cpu=compiled, default=reference)
+
+
+def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
+               lhs_shape: tuple[int, ...]) -> jnp.ndarray:
+  """dL/dlhs `lhs_shape` of a stride-1 `forward(lhs, rhs, padding)` given dL/dout: the
+  forward convolution of `out_grad` with the kernel flipped and its channels swapped,
+  padded by kh - 1 - top (etc.); lax's own gradient where those pads are negative."""
+  kh, kw = rhs.shape[:2]
+  (top, _), (left, _) = padding
+  pads = ((kh - 1 - top, lhs_shape[1] + top - out_grad.shape[1]),
+          (kw - 1 - left, lhs_shape[2] + left - out_grad.shape[2]))
+  if min(min(p) for p in pads) < 0:
+    return jax.vjp(lambda a: lax_forward(a, rhs, padding), jnp.zeros(lhs_shape, rhs.dtype)
+                   )[1](out_grad)[0]
+  flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
+  return forward(out_grad, flipped, pads)
+
+
 def lax_weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple[int, ...],
-                    padding: tuple[tuple[int, int], tuple[int, int]],
-                    strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+                    padding: Padding, strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
   """lax's weight gradient of the same convolution (the reference and the fallback)."""
-  def conv(kernel):
-    return lax.conv_general_dilated(lhs, kernel, strides, padding, dimension_numbers=_NHWC)
-  return jax.vjp(conv, jnp.zeros(kernel_shape, lhs.dtype))[1](out_grad)[0]
+  return jax.vjp(lambda kernel: lax_forward(lhs, kernel, padding, strides),
+                 jnp.zeros(kernel_shape, lhs.dtype))[1](out_grad)[0]
 
 
 def weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple[int, ...],
-                padding: tuple[tuple[int, int], tuple[int, int]],
-                strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
-  """dL/dkernel `[kh, kw, C, O]` of `conv(lhs [N, H, W, C], kernel)` (NHWC / HWIO,
-  float32, explicit `padding` ((top, bottom), (left, right)), `strides`) given dL/dout
-  `[N, H', W', O]`."""
-  (top, bottom), (left, right) = padding
-  plain = (lhs.dtype == out_grad.dtype == jnp.float32 and lhs.ndim == 4
-           and min(top, bottom, left, right) >= 0 and min(strides) >= 1)
-  if not (plain and available()):
-    return lax_weight_grad(lhs, out_grad, kernel_shape, padding, strides)
-
-  def compiled(lhs, out_grad):
-    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(tuple(kernel_shape), jnp.float32),
-                            vmap_method='sequential')(
-                                lhs, out_grad, pad_top=np.int64(top), pad_left=np.int64(left),
-                                stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]))
-
-  def reference(lhs, out_grad):
-    return lax_weight_grad(lhs, out_grad, kernel_shape, padding, strides)
+                padding: Padding, strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+  """dL/dkernel `[kh, kw, C, O]` of `forward(lhs [N, H, W, C], kernel, padding,
+  strides)` given dL/dout `[N, H', W', O]`."""
+  reference = functools.partial(lax_weight_grad, kernel_shape=kernel_shape, padding=padding,
+                                strides=strides)
+  if not _compiled_applies(lhs, out_grad, padding=padding, strides=strides):
+    return reference(lhs, out_grad)
+  compiled = _ffi('redconv_conv_weight_grad', kernel_shape, padding, strides)
   # Decided when lowering: CUDA and TPU lowerings contain lax's gradient only.
   return lax.platform_dependent(lhs, out_grad, cpu=compiled, default=reference)
 
 
 def main() -> None:
   if available():
-    print(f'compiled weight-gradient kernel: {build()}')
+    print(f'compiled convolution kernels: {build()}')
   else:
-    print('lax\'s weight gradient (no compiled kernel: see the warning above, or '
+    print('lax\'s convolutions (no compiled kernels: see the warning above, or '
           'REDCONV_CONV_KERNELS=lax)')
   sys.exit(0)
 

@@ -34,6 +34,28 @@ def _arrays(x_shape, kernel_shape, padding, strides, seed=0):
           jax.random.normal(kg, (x_shape[0], out_h, out_w, kernel_shape[3])))
 
 
+WEIGHT_GRAD, FORWARD = 'redconv_conv_weight_grad', 'redconv_conv_forward'
+
+
+@needs_kernel
+@pytest.mark.parametrize('x_shape,kernel_shape,padding,strides', CASES)
+def test_forward_and_input_gradient_match_lax(x_shape, kernel_shape, padding, strides):
+  x, g = _arrays(x_shape, kernel_shape, padding, strides)
+  w = jax.random.normal(jax.random.PRNGKey(3), kernel_shape)
+  fn = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding, strides))
+  assert FORWARD in fn.lower(x, w).as_text()
+  expected = conv_kernels.lax_forward(x, w, padding, strides)
+  scale = float(jnp.abs(expected).max())
+  np.testing.assert_allclose(fn(x, w), expected, rtol=1e-5, atol=1e-5 * scale)
+  if strides != (1, 1):
+    return
+  got = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape))(g, w)
+  expected = jax.vjp(lambda a: conv_kernels.lax_forward(a, w, padding), x)[1](g)[0]
+  assert got.shape == x_shape
+  np.testing.assert_allclose(got, expected, rtol=1e-5,
+                             atol=1e-5 * float(jnp.abs(expected).max()))
+
+
 @needs_kernel
 @pytest.mark.parametrize('x_shape,kernel_shape,padding,strides', CASES)
 def test_matches_lax_weight_gradient(x_shape, kernel_shape, padding, strides):
@@ -73,7 +95,7 @@ def test_other_dtypes_take_lax_gradient():
   shape, padding, strides = (3, 3, 4, 16), ((1, 1), (1, 1)), (1, 1)
   x, g = (a.astype(jnp.bfloat16) for a in _arrays((2, 6, 6, 4), shape, padding, strides))
   fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides))
-  assert conv_kernels.TARGET not in fn.lower(x, g).as_text()
+  assert WEIGHT_GRAD not in fn.lower(x, g).as_text()
   np.testing.assert_array_equal(
       fn(x, g), conv_kernels.lax_weight_grad(x, g, shape, padding, strides))
 
@@ -127,7 +149,9 @@ def test_fallback_is_lax_gradient(cause, monkeypatch):
     shape, padding, strides = (3, 3, 4, 16), ((1, 1), (1, 1)), (1, 1)
     x, g = _arrays((2, 6, 6, 4), shape, padding, strides)
     fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides))
-    assert conv_kernels.TARGET not in fn.lower(x, g).as_text()
+    assert WEIGHT_GRAD not in fn.lower(x, g).as_text()
+    fn = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding, strides))
+    assert FORWARD not in fn.lower(x, jnp.zeros(shape)).as_text()
   finally:
     monkeypatch.undo()
     conv_kernels.available.cache_clear()

@@ -59,29 +59,36 @@ def test_values_and_both_gradients_match_lax(x_shape, kernel_shape, padding, str
   np.testing.assert_allclose(got_dw, dw, rtol=1e-5, atol=1e-4)
 
 
+def _custom_calls(text: str, target: str) -> int:
+  return text.count(f'custom_call_target="{target}"')
+
+
 def test_few_channels_forward_compiles_to_no_convolution_on_cpu():
-  # XLA:CPU runs one fused loop, not its convolution kernel, in the first layer's
-  # forward pass; a layer with many inputs keeps lax's convolution.
+  # XLA:CPU runs one fused loop, not a convolution kernel, in the first layer's
+  # forward pass.
   x, w = _inputs((8, 28, 28, 1), (3, 3, 1, 32))
   ours, reference = _pair('SAME')
   assert _convolutions_in_compiled(reference, x, w) == 1
-  assert _convolutions_in_compiled(ours, x, w) == 0
-  x, w = _inputs((8, 14, 14, 32), (3, 3, 32, 64))
-  assert _convolutions_in_compiled(ours, x, w) == 1
+  text = _compiled(ours, x, w)
+  assert ' convolution(' not in text and 'custom_call_target' not in text
 
 
 @pytest.mark.skipif(not conv_kernels.available(), reason='no C++ compiler: lax fallback')
-def test_weight_gradient_is_the_compiled_kernel_on_cpu():
-  # The weight gradient is the custom call, not a convolution; the input gradient
-  # stays lax's (one convolution), and XLA drops it when only the kernel's is asked.
+@pytest.mark.parametrize('strides,input_grad_calls', [((1, 1), 1), ((2, 2), 0)])
+def test_the_compiled_kernels_run_the_convolutions_on_cpu(strides, input_grad_calls):
+  # Many inputs: forward pass and weight gradient are the compiled kernels, and so is
+  # the input gradient at stride 1 (the forward kernel on the flipped kernel); with a
+  # stride it stays lax's, a dilated-input convolution. XLA drops what is not asked.
   x, w = _inputs((8, 14, 14, 32), (3, 3, 32, 64))
-  ours, _ = _pair('SAME', (2, 2))
-  weight_grad = jax.grad(lambda w, x: ours(x, w).sum())
-  text = _compiled(weight_grad, w, x)
-  assert text.count(f'custom_call_target="{conv_kernels.TARGET}"') == 1
-  assert sum(' convolution(' in line for line in text.splitlines()) == 0
-  both = jax.grad(lambda x, w: ours(x, w).sum(), argnums=(0, 1))
-  assert _convolutions_in_compiled(both, x, w) == 1
+  ours, _ = _pair('SAME', strides)
+  forward = _compiled(ours, x, w)
+  assert _custom_calls(forward, 'redconv_conv_forward') == 1 and ' convolution(' not in forward
+  weight_grad = _compiled(jax.grad(lambda w, x: ours(x, w).sum()), w, x)
+  assert _custom_calls(weight_grad, 'redconv_conv_weight_grad') == 1
+  assert ' convolution(' not in weight_grad
+  both = _compiled(jax.grad(lambda x, w: ours(x, w).sum(), argnums=(0, 1)), x, w)
+  assert _custom_calls(both, 'redconv_conv_forward') == input_grad_calls
+  assert sum(' convolution(' in line for line in both.splitlines()) == 1 - input_grad_calls
 
 
 @pytest.mark.parametrize('x_shape,kernel_shape,kwargs', [
@@ -101,7 +108,7 @@ def test_anything_else_is_lax_itself(x_shape, kernel_shape, kwargs):
   assert _convolutions_in_compiled(
       lambda x, w: cpu_conv.conv_general_dilated(x, w, **kwargs), x, w) == 1
   weight_grad = jax.grad(lambda w, x: cpu_conv.conv_general_dilated(x, w, **kwargs).sum())
-  assert conv_kernels.TARGET not in _compiled(weight_grad, w, x)
+  assert 'custom_call_target' not in _compiled(weight_grad, w, x)
 
 
 def test_as_the_convolution_of_a_flax_conv_same_parameters_and_output():
@@ -128,10 +135,10 @@ def test_accelerators_lower_lax_convolution(platform, convolutions):
 
 @pytest.mark.parametrize('platform', ['cuda', 'tpu'])
 def test_accelerators_lower_lax_weight_gradient(platform):
-  # Nor the CPU kernel's custom call, which no accelerator has: lax's gradient.
+  # Nor the CPU kernels' custom calls, which no accelerator has: lax's convolutions.
   x, w = _inputs((8, 14, 14, 16), (3, 3, 16, 32))
   ours, _ = _pair('SAME')
-  weight_grad = jax.grad(lambda w, x: ours(x, w).sum())
-  text = jax.jit(weight_grad).trace(w, x).lower(lowering_platforms=(platform,)).as_text()
-  assert conv_kernels.TARGET not in text
-  assert text.count('stablehlo.convolution') == 1  # the weight gradient (sum needs no forward)
+  both = jax.grad(lambda x, w: (ours(x, w) ** 2).sum(), argnums=(0, 1))
+  text = jax.jit(both).trace(x, w).lower(lowering_platforms=(platform,)).as_text()
+  assert 'redconv_conv' not in text
+  assert text.count('stablehlo.convolution') == 3  # forward, input and weight gradients

@@ -1,15 +1,21 @@
-// The weight gradient of an NHWC / HWIO convolution, as an XLA FFI handler.
+// Convolutions of NHWC inputs with HWIO kernels (float32, no dilation, one group) for
+// XLA:CPU, as XLA FFI handlers: the forward pass and the weight gradient.
 //
-//   dW[i, j, c, o] = sum over (n, y, x) of xpad[n, y*sh + i, x*sw + j, c] * dy[n, y, x, o]
+//   forward:   y[n, v, u, o]  = sum over (i, j, c) of xpad[n, v*sh + i, u*sw + j, c] * w[i, j, c, o]
+//   weight:    dW[i, j, c, o] = sum over (n, v, u) of xpad[n, v*sh + i, u*sw + j, c] * dy[n, v, u, o]
 //
-// i.e. a GEMM [M = kh*kw*C, K = N*H*W] x [K, O] whose K is huge and whose M and O are
-// small: XLA:CPU's Eigen kernel and its dots run such skinny GEMMs at a fraction of
-// the machine's speed (benchmarks/README.md). Here the M x O accumulators of a block
-// stay in vector registers while the K rows stream through: each output pixel's
-// dy[o] row is loaded once per block, each of the block's inputs xpad[p + offset[m]]
-// is broadcast and multiplied in. Images are cut into a fixed number of parts that
-// the intra-op thread pool computes, each into its own buffer, summed in part order:
-// the result does not depend on which thread ran which part (bit-reproducible).
+// Both are GEMMs whose small dimensions (channels, kh*kw*C) fit a block of
+// accumulators in vector registers: the weight gradient's K = N*H*W is huge, and
+// XLA:CPU's Eigen kernel and its dots run such skinny GEMMs at a fraction of the
+// machine's speed; its forward convolution loses at 16 channels (benchmarks/README.md).
+// A block keeps kRows x kTiles accumulators while the K dimension streams through: for
+// the weight gradient each output pixel's dy[o] row is loaded once per block and each
+// of the block's inputs xpad[p + offset[m]] is broadcast into it; for the forward pass
+// each kernel row w[m, o] is loaded once and each of a block's pixels broadcast into it.
+// Images are padded a chunk at a time (L2-sized) by the thread that uses them. The work
+// is cut into a fixed number of parts over the batch that XLA's intra-op thread pool
+// runs; the weight gradient sums its parts' buffers in part order, so no result
+// depends on which thread ran what (bit-reproducible).
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -41,9 +47,10 @@ typedef float Vec __attribute__((vector_size(kLanes * 4)));
 struct Geometry {
   int64_t h, w;       // input (per image)
   int64_t hp, wp, c;  // padded input (per image)
-  int64_t ho, wo, o;  // output gradient (per image)
+  int64_t ho, wo, o;  // output (per image)
   int64_t sh, sw;     // strides
   int64_t top, left;  // padding before the input
+  int64_t kh, kw;     // kernel window
 };
 
 // acc[r][t] += xpad[p + offset[r]] * dy[p, o0 + t * kLanes ...] over the images [0, n1).
@@ -159,6 +166,97 @@ void Part(const Geometry& g, const float* x, const float* dy_all,
   }
 }
 
+// y[p, o0 + t * kLanes ...] for the kPixels output pixels of one row starting at xp
+// (their first window's top-left input, padded), pixel stride sw * C.
+template <int kPixels, int kTiles>
+void ForwardBlock(const Geometry& g, const float* xp, const float* w, int64_t o0,
+                  float* out) {
+  Vec acc[kPixels][kTiles];
+  for (int p = 0; p < kPixels; ++p)
+    for (int t = 0; t < kTiles; ++t) acc[p][t] = Vec{};
+  const int64_t pixel_stride = g.sw * g.c;
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const float* x_tap = xp + (i * g.wp + j) * g.c;
+      const float* w_tap = w + (i * g.kw + j) * g.c * g.o + o0;
+      for (int64_t c = 0; c < g.c; ++c) {
+        Vec wv[kTiles];
+        for (int t = 0; t < kTiles; ++t)
+          std::memcpy(&wv[t], w_tap + c * g.o + t * kLanes, sizeof(Vec));
+        for (int p = 0; p < kPixels; ++p) {
+          const Vec a = x_tap[p * pixel_stride + c] - Vec{};  // broadcast
+          for (int t = 0; t < kTiles; ++t) acc[p][t] += a * wv[t];
+        }
+      }
+    }
+  for (int p = 0; p < kPixels; ++p)
+    for (int t = 0; t < kTiles; ++t)
+      std::memcpy(out + p * g.o + o0 + t * kLanes, &acc[p][t], sizeof(Vec));
+}
+
+// Output channels past the last whole vector: scalar.
+void ForwardTail(const Geometry& g, const float* xp, const float* w, int64_t pixels,
+                 int64_t o0, float* out) {
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t o = o0; o < g.o; ++o) {
+      float sum = 0.0f;
+      for (int64_t i = 0; i < g.kh; ++i)
+        for (int64_t j = 0; j < g.kw; ++j)
+          for (int64_t c = 0; c < g.c; ++c)
+            sum += xp[p * g.sw * g.c + (i * g.wp + j) * g.c + c] *
+                   w[((i * g.kw + j) * g.c + c) * g.o + o];
+      out[p * g.o + o] = sum;
+    }
+}
+
+typedef void (*ForwardFn)(const Geometry&, const float*, const float*, int64_t, float*);
+template <int kTiles>
+struct ForwardRow {
+  template <int... kPixels>
+  static constexpr std::array<ForwardFn, sizeof...(kPixels) + 1> Make(
+      std::integer_sequence<int, kPixels...>) {
+    return {nullptr, &ForwardBlock<kPixels + 1, kTiles>...};
+  }
+  static constexpr auto kFns = Make(std::make_integer_sequence<int, kMaxRows>{});
+};
+
+ForwardFn ForwardLookup(int pixels, int tiles) {
+  switch (tiles) {
+    case 1: return ForwardRow<1>::kFns[pixels];
+    case 2: return ForwardRow<2>::kFns[pixels];
+    case 3: return ForwardRow<3>::kFns[pixels];
+    default: return ForwardRow<4>::kFns[pixels];
+  }
+}
+
+// The outputs of images [n0, n1).
+void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, int64_t n1,
+                 float* y) {
+  const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
+  const int64_t chunk = std::max<int64_t>(1, (512 << 10) / image_bytes);
+  std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
+  for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+    const int64_t c1 = std::min(n1, c0 + chunk);
+    Pad(g, x, c0, c1, xpad.data());
+    for (int64_t b = c0; b < c1; ++b)
+      for (int64_t v = 0; v < g.ho; ++v) {
+        const float* x_row = xpad.data() + ((b - c0) * g.hp + v * g.sh) * g.wp * g.c;
+        float* y_row = y + (b * g.ho + v) * g.wo * g.o;
+        int64_t o0 = 0;
+        for (; o0 + kLanes <= g.o; o0 += kMaxTiles * kLanes) {
+          const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (g.o - o0) / kLanes));
+          const int max_pixels = std::min(kMaxRows, std::max(1, kRegisters / tiles));
+          for (int64_t u = 0; u < g.wo; u += max_pixels) {
+            const int pixels = static_cast<int>(std::min<int64_t>(max_pixels, g.wo - u));
+            ForwardLookup(pixels, tiles)(g, x_row + u * g.sw * g.c, w, o0, y_row + u * g.o);
+          }
+          if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
+        }
+        if (o0 < g.o) ForwardTail(g, x_row, w, g.wo, o0, y_row);
+      }
+  }
+}
+
 // Runs fn(0..parts-1) on the pool and the calling thread. Only parts a thread has
 // started are waited for: a task that starts late finds nothing left and returns, so
 // handlers waiting inside the pool's own threads cannot deadlock each other.
@@ -205,7 +303,7 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
   const int64_t kh = w_dims[0], kw = w_dims[1], o = w_dims[3];
   // The padded input spans exactly the windows the output reads.
   Geometry g{h, w, (dy_dims[1] - 1) * stride_h + kh, (dy_dims[2] - 1) * stride_w + kw, c,
-             dy_dims[1], dy_dims[2], o, stride_h, stride_w, pad_top, pad_left};
+             dy_dims[1], dy_dims[2], o, stride_h, stride_w, pad_top, pad_left, kh, kw};
   if (dy_dims[0] != n || dy_dims[3] != o || w_dims[2] != c || pad_top < 0 || pad_left < 0 ||
       stride_h < 1 || stride_w < 1)
     return ffi::Error::InvalidArgument("conv weight gradient: inconsistent shapes");
@@ -230,9 +328,41 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
   return ffi::Error::Success();
 }
 
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer<ffi::F32> rhs,
+                   ffi::ResultBuffer<ffi::F32> out, int64_t pad_top, int64_t pad_left,
+                   int64_t stride_h, int64_t stride_w) {
+  const auto x_dims = lhs.dimensions(), w_dims = rhs.dimensions(), y_dims = out->dimensions();
+  if (x_dims.size() != 4 || w_dims.size() != 4 || y_dims.size() != 4)
+    return ffi::Error::InvalidArgument("conv forward: rank-4 NHWC / HWIO expected");
+  const int64_t n = x_dims[0], h = x_dims[1], w = x_dims[2], c = x_dims[3];
+  const int64_t kh = w_dims[0], kw = w_dims[1], o = w_dims[3];
+  Geometry g{h, w, (y_dims[1] - 1) * stride_h + kh, (y_dims[2] - 1) * stride_w + kw, c,
+             y_dims[1], y_dims[2], o, stride_h, stride_w, pad_top, pad_left, kh, kw};
+  if (y_dims[0] != n || y_dims[3] != o || w_dims[2] != c || pad_top < 0 || pad_left < 0 ||
+      stride_h < 1 || stride_w < 1)
+    return ffi::Error::InvalidArgument("conv forward: inconsistent shapes");
+  const int64_t parts = std::min<int64_t>(n, 8);
+  ParallelFor(pool, parts, [&](int64_t i) {
+    ForwardPart(g, lhs.typed_data(), rhs.typed_data(), n * i / parts, n * (i + 1) / parts,
+                out->typed_data());
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvWeightGrad, WeightGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvForward, Forward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
