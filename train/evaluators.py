@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
@@ -49,23 +49,47 @@ class EvalContext:
   preprocess_fn: Optional[Callable] = None  # a tf.data map before batching, if any
 
 
+# An evaluation set whose batches take at most this many bytes on the host is read
+# through tf.data once and then kept: the main job's 20 evaluations of Fashion-MNIST's
+# test set (7.8 MB) each spent ~0.4 s building and draining the pipeline.
+KEEP_BATCHES_BYTES = 256 << 20
+
+
 def sums_evaluator(context: EvalContext) -> Evaluator:
   """The task's exact evaluation: `sums_fn` over every example of the evaluation
   source, added up in int64 / float64 on the host, then `means_fn` once. Every process
   reads the whole evaluation set and feeds its rows of each batch, padded ('valid'
-  False) up to a multiple of the device count."""
+  False) up to a multiple of the device count. The batches are read once and kept
+  when small (`KEEP_BATCHES_BYTES`): an evaluation source is read in order, unaugmented."""
   task, mesh, batch_size = context.task, context.mesh or mesh_lib.make_mesh(), context.batch_size
   replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   eval_fn = jax.jit(functools.partial(steps.eval_step, sums_fn=task.sums_fn,
                                       inputs_fn=task.inputs_fn),
                     in_shardings=(replicated, sharded), out_shardings=replicated)
+  kept: list[list[dict[str, np.ndarray]]] = []
+
+  def host_batches() -> Iterator[dict[str, np.ndarray]]:
+    if kept:
+      yield from kept[0]
+      return
+    batches: Optional[list[dict[str, np.ndarray]]] = []
+    size = 0
+    for batch in pipeline.as_numpy(pipeline.eval_batches(
+        context.eval_source.dataset, batch_size=batch_size,
+        preprocess_fn=context.preprocess_fn)):
+      if batches is not None:
+        size += sum(np.asarray(v).nbytes for v in batch.values())
+        if size <= KEEP_BATCHES_BYTES:
+          batches.append(batch)
+        else:
+          batches = None
+      yield batch
+    if batches is not None:  # the whole set was read (a partial read keeps nothing)
+      kept.append(batches)
 
   def evaluate_sums(state: TrainState) -> dict[str, Any]:
     batches = (mesh_lib.global_batch(mesh_lib.local_slice(b, batch_size, mesh), mesh,
-                                     batch_size)
-               for b in pipeline.as_numpy(pipeline.eval_batches(
-                   context.eval_source.dataset, batch_size=batch_size,
-                   preprocess_fn=context.preprocess_fn)))
+                                     batch_size) for b in host_batches())
     return task.means_fn(evaluate.accumulate(eval_fn, state, batches))
   return evaluate_sums
 
