@@ -7,7 +7,10 @@ padding, strides)`. On CPU they run `conv.cc`, GEMM kernels that keep a block of
 accumulators in vector registers: XLA's own (Eigen) weight gradient was 2-4x slower
 than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that is where
 our conv nets lost to Keras (benchmarks/README.md). On GPU and TPU, and wherever the
-kernels cannot be built, they are lax's own: the same sums in another order.
+kernels cannot be built, they are lax's own: the same sums in another order. On a
+mesh of several CPU devices XLA's partitioner gathers the batch around each call (the
+results are right, the work is not split; one CPU device is the project's setting,
+benchmarks/README.md).
 
 The kernel is compiled on first use, for the machine it runs on (`-march=native`), by
 the C++ compiler found first of `$CXX`, `c++`, `g++`, `clang++`, and cached under
@@ -41,6 +44,7 @@ from jax import lax
 TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_conv_weight_grad': 'RedconvConvWeightGrad'}
 SOURCE = os.path.join(os.path.dirname(__file__), 'conv.cc')
+BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -82,7 +86,8 @@ def build(compiler: Optional[str] = None) -> str:
     raise RuntimeError('no C++ compiler found (tried $CXX, c++, g++, clang++)')
   with open(SOURCE, 'rb') as f:
     source = f.read()
-  version = subprocess.run([compiler, '--version'], capture_output=True, text=True).stdout
+  version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
+                           timeout=60).stdout
   key = hashlib.sha256(b'\0'.join(part.encode() if isinstance(part, str) else part for part in (
       source, compiler, version, ' '.join(_flags()), jax.lib.__version__,
       _cpu_features()))).hexdigest()[:16]
@@ -94,8 +99,12 @@ def build(compiler: Optional[str] = None) -> str:
   # a half-written library.
   fd, partial = tempfile.mkstemp(suffix='.so', dir=_cache_dir())
   os.close(fd)
-  result = subprocess.run([compiler, *_flags(), SOURCE, '-o', partial],
-                          capture_output=True, text=True)
+  try:
+    result = subprocess.run([compiler, *_flags(), SOURCE, '-o', partial],
+                            capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+  except subprocess.TimeoutExpired as e:
+    os.unlink(partial)
+    raise RuntimeError(f'{compiler} took over {BUILD_TIMEOUT_S} s to build {SOURCE}') from e
   if result.returncode:
     os.unlink(partial)
     raise RuntimeError(f'{compiler} could not build {SOURCE} (exit {result.returncode}):\n'
@@ -115,7 +124,7 @@ def available() -> bool:
     for target, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                   platform='cpu')
-  except (RuntimeError, OSError, AttributeError) as e:
+  except (RuntimeError, OSError, AttributeError, subprocess.SubprocessError) as e:
     warnings.warn(f'models.conv_kernels: using lax\'s convolution kernels on CPU '
                   f'(slower, same results up to rounding): {e}', RuntimeWarning)
     return False

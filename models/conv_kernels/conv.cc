@@ -1,8 +1,8 @@
 // Convolutions of NHWC inputs with HWIO kernels (float32, no dilation, one group) for
 // XLA:CPU, as XLA FFI handlers: the forward pass and the weight gradient.
 //
-//   forward:   y[n, v, u, o]  = sum over (i, j, c) of xpad[n, v*sh + i, u*sw + j, c] * w[i, j, c, o]
-//   weight:    dW[i, j, c, o] = sum over (n, v, u) of xpad[n, v*sh + i, u*sw + j, c] * dy[n, v, u, o]
+//   forward: y[n, v, u, o]  = sum over (i, j, c) of xpad[n, v*sh+i, u*sw+j, c] * w[i, j, c, o]
+//   weight:  dW[i, j, c, o] = sum over (n, v, u) of xpad[n, v*sh+i, u*sw+j, c] * dy[n, v, u, o]
 //
 // Both are GEMMs whose small dimensions (channels, kh*kw*C) fit a block of
 // accumulators in vector registers: the weight gradient's K = N*H*W is huge, and
@@ -103,26 +103,31 @@ void Tail(const Geometry& g, const float* xpad, const float* dy, const int64_t* 
     }
 }
 
-typedef void (*BlockFn)(const Geometry&, const float*, const float*, const int64_t*, int64_t,
-                        int64_t, int64_t, float*);
-template <int kTiles>
-struct Row {
-  template <int... kRows>
-  static constexpr std::array<BlockFn, sizeof...(kRows) + 1> Make(
-      std::integer_sequence<int, kRows...>) {
-    return {nullptr, &Block<kRows + 1, kTiles>...};
-  }
-  static constexpr auto kFns = Make(std::make_integer_sequence<int, kMaxRows>{});
-};
+// The instantiations of a block kernel K for every (rows, tiles) up to (kMaxRows,
+// kMaxTiles), picked at run time: the block sizes must be compile-time constants for
+// the accumulators to live in registers.
+template <typename K, int kTiles, int... kRows>
+constexpr auto MakeRow(std::integer_sequence<int, kRows...>) {
+  return std::array{K::template kFn<kRows + 1, kTiles>...};
+}
 
-BlockFn Lookup(int rows, int tiles) {
+template <typename K>
+auto Lookup(int rows, int tiles) {
+  static constexpr auto kRow1 = MakeRow<K, 1>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kRow2 = MakeRow<K, 2>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kRow3 = MakeRow<K, 3>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kRow4 = MakeRow<K, 4>(std::make_integer_sequence<int, kMaxRows>{});
   switch (tiles) {
-    case 1: return Row<1>::kFns[rows];
-    case 2: return Row<2>::kFns[rows];
-    case 3: return Row<3>::kFns[rows];
-    default: return Row<4>::kFns[rows];
+    case 1: return kRow1[rows - 1];
+    case 2: return kRow2[rows - 1];
+    case 3: return kRow3[rows - 1];
+    default: return kRow4[rows - 1];
   }
 }
+
+struct WeightGradKernel {
+  template <int kRows, int kTiles> static constexpr auto kFn = &Block<kRows, kTiles>;
+};
 
 // Images [n0, n1) of x, padded with zeros to the windows the output reads, into xpad.
 void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float* xpad) {
@@ -157,8 +162,8 @@ void Part(const Geometry& g, const float* x, const float* dy_all,
       const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
       for (int64_t m0 = 0; m0 < rows_total; m0 += max_rows) {
         const int rows = static_cast<int>(std::min<int64_t>(max_rows, rows_total - m0));
-        Lookup(rows, tiles)(g, xpad.data(), dy, offset.data() + m0, 0, c1 - c0, o0,
-                            out + m0 * g.o);
+        Lookup<WeightGradKernel>(rows, tiles)(g, xpad.data(), dy, offset.data() + m0, 0,
+                                              c1 - c0, o0, out + m0 * g.o);
       }
       if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
     }
@@ -209,25 +214,9 @@ void ForwardTail(const Geometry& g, const float* xp, const float* w, int64_t pix
     }
 }
 
-typedef void (*ForwardFn)(const Geometry&, const float*, const float*, int64_t, float*);
-template <int kTiles>
-struct ForwardRow {
-  template <int... kPixels>
-  static constexpr std::array<ForwardFn, sizeof...(kPixels) + 1> Make(
-      std::integer_sequence<int, kPixels...>) {
-    return {nullptr, &ForwardBlock<kPixels + 1, kTiles>...};
-  }
-  static constexpr auto kFns = Make(std::make_integer_sequence<int, kMaxRows>{});
+struct ForwardKernel {
+  template <int kPixels, int kTiles> static constexpr auto kFn = &ForwardBlock<kPixels, kTiles>;
 };
-
-ForwardFn ForwardLookup(int pixels, int tiles) {
-  switch (tiles) {
-    case 1: return ForwardRow<1>::kFns[pixels];
-    case 2: return ForwardRow<2>::kFns[pixels];
-    case 3: return ForwardRow<3>::kFns[pixels];
-    default: return ForwardRow<4>::kFns[pixels];
-  }
-}
 
 // The outputs of images [n0, n1).
 void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, int64_t n1,
@@ -248,7 +237,8 @@ void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, 
           const int max_pixels = std::min(kMaxRows, std::max(1, kRegisters / tiles));
           for (int64_t u = 0; u < g.wo; u += max_pixels) {
             const int pixels = static_cast<int>(std::min<int64_t>(max_pixels, g.wo - u));
-            ForwardLookup(pixels, tiles)(g, x_row + u * g.sw * g.c, w, o0, y_row + u * g.o);
+            Lookup<ForwardKernel>(pixels, tiles)(g, x_row + u * g.sw * g.c, w, o0,
+                                                 y_row + u * g.o);
           }
           if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
         }

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -156,3 +158,15 @@ def test_fallback_is_lax_gradient(cause, monkeypatch):
     monkeypatch.undo()
     conv_kernels.available.cache_clear()
     conv_kernels.available()  # registered again for the other tests of this process
+
+
+def test_the_command_line_says_which_kernels():
+  env = {**os.environ, 'REDCONV_CONV_KERNELS': 'lax'}
+  result = subprocess.run([sys.executable, '-m', 'models.conv_kernels'], env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "lax's convolutions" in result.stdout
+  if conv_kernels.available():
+    result = subprocess.run([sys.executable, '-m', 'models.conv_kernels'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and 'compiled convolution kernels: ' in result.stdout
