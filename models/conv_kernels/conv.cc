@@ -143,18 +143,26 @@ void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float* xpad)
     }
 }
 
-// The gradient over images [n0, n1), accumulated into out [M, O] (zeroed by the caller).
-void Part(const Geometry& g, const float* x, const float* dy_all,
-          const std::vector<int64_t>& offset, int64_t n0, int64_t n1, float* out) {
-  const int64_t rows_total = static_cast<int64_t>(offset.size());
-  // Images in chunks whose padded input and gradient (~512 KiB) stay in L2 across the
-  // blocks; the chunk is padded here, so the copy is this thread's and cache-resident.
+// Calls fn(c0, c1, xpad) for the images [n0, n1) in chunks whose padded input and
+// output (~512 KiB) stay in L2 across the blocks; each chunk is padded here, by the
+// thread that uses it, so the copy stays in its cache.
+template <typename F>
+void ForEachChunk(const Geometry& g, const float* x, int64_t n0, int64_t n1, F fn) {
   const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
   const int64_t chunk = std::max<int64_t>(1, (512 << 10) / image_bytes);
   std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
   for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
     const int64_t c1 = std::min(n1, c0 + chunk);
     Pad(g, x, c0, c1, xpad.data());
+    fn(c0, c1, xpad.data());
+  }
+}
+
+// The gradient over images [n0, n1), accumulated into out [M, O] (zeroed by the caller).
+void Part(const Geometry& g, const float* x, const float* dy_all,
+          const std::vector<int64_t>& offset, int64_t n0, int64_t n1, float* out) {
+  const int64_t rows_total = static_cast<int64_t>(offset.size());
+  ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
     const float* dy = dy_all + c0 * g.ho * g.wo * g.o;
     int64_t o0 = 0;
     for (; o0 + kLanes <= g.o; o0 += kMaxTiles * kLanes) {
@@ -162,13 +170,13 @@ void Part(const Geometry& g, const float* x, const float* dy_all,
       const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
       for (int64_t m0 = 0; m0 < rows_total; m0 += max_rows) {
         const int rows = static_cast<int>(std::min<int64_t>(max_rows, rows_total - m0));
-        Lookup<WeightGradKernel>(rows, tiles)(g, xpad.data(), dy, offset.data() + m0, 0,
-                                              c1 - c0, o0, out + m0 * g.o);
+        Lookup<WeightGradKernel>(rows, tiles)(g, xpad, dy, offset.data() + m0, 0, c1 - c0, o0,
+                                              out + m0 * g.o);
       }
       if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
     }
-    if (o0 < g.o) Tail(g, xpad.data(), dy, offset.data(), rows_total, 0, c1 - c0, o0, out);
-  }
+    if (o0 < g.o) Tail(g, xpad, dy, offset.data(), rows_total, 0, c1 - c0, o0, out);
+  });
 }
 
 // y[p, o0 + t * kLanes ...] for the kPixels output pixels of one row starting at xp
@@ -221,15 +229,10 @@ struct ForwardKernel {
 // The outputs of images [n0, n1).
 void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, int64_t n1,
                  float* y) {
-  const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
-  const int64_t chunk = std::max<int64_t>(1, (512 << 10) / image_bytes);
-  std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
-  for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
-    const int64_t c1 = std::min(n1, c0 + chunk);
-    Pad(g, x, c0, c1, xpad.data());
+  ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
     for (int64_t b = c0; b < c1; ++b)
       for (int64_t v = 0; v < g.ho; ++v) {
-        const float* x_row = xpad.data() + ((b - c0) * g.hp + v * g.sh) * g.wp * g.c;
+        const float* x_row = xpad + ((b - c0) * g.hp + v * g.sh) * g.wp * g.c;
         float* y_row = y + (b * g.ho + v) * g.wo * g.o;
         int64_t o0 = 0;
         for (; o0 + kLanes <= g.o; o0 += kMaxTiles * kLanes) {
@@ -244,7 +247,7 @@ void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, 
         }
         if (o0 < g.o) ForwardTail(g, x_row, w, g.wo, o0, y_row);
       }
-  }
+  });
 }
 
 // Runs fn(0..parts-1) on the pool and the calling thread. Only parts a thread has
@@ -281,22 +284,29 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t parts, F fn) {
   shared->done.wait(lock, [&] { return shared->running.load() == 0; });
 }
 
+// The geometry of x [N, H, W, C] * w [kh, kw, C, O] -> y [N, H', W', O] (the padded
+// input spans exactly the windows y reads); false if the shapes do not fit together.
+template <typename Dims>
+bool MakeGeometry(Dims x, Dims w, Dims y, int64_t pad_top, int64_t pad_left,
+                  int64_t stride_h, int64_t stride_w, Geometry* g) {
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4 || y[0] != x[0] || w[2] != x[3] ||
+      y[3] != w[3] || pad_top < 0 || pad_left < 0 || stride_h < 1 || stride_w < 1)
+    return false;
+  *g = Geometry{x[1], x[2], (y[1] - 1) * stride_h + w[0], (y[2] - 1) * stride_w + w[1], x[3],
+                y[1], y[2], y[3], stride_h, stride_w, pad_top, pad_left, w[0], w[1]};
+  return true;
+}
+
 ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
                       ffi::Buffer<ffi::F32> out_grad, ffi::ResultBuffer<ffi::F32> kernel_grad,
                       int64_t pad_top, int64_t pad_left, int64_t stride_h,
                       int64_t stride_w) {
-  const auto x_dims = lhs.dimensions(), dy_dims = out_grad.dimensions(),
-             w_dims = kernel_grad->dimensions();
-  if (x_dims.size() != 4 || dy_dims.size() != 4 || w_dims.size() != 4)
-    return ffi::Error::InvalidArgument("conv weight gradient: rank-4 NHWC / HWIO expected");
-  const int64_t n = x_dims[0], h = x_dims[1], w = x_dims[2], c = x_dims[3];
-  const int64_t kh = w_dims[0], kw = w_dims[1], o = w_dims[3];
-  // The padded input spans exactly the windows the output reads.
-  Geometry g{h, w, (dy_dims[1] - 1) * stride_h + kh, (dy_dims[2] - 1) * stride_w + kw, c,
-             dy_dims[1], dy_dims[2], o, stride_h, stride_w, pad_top, pad_left, kh, kw};
-  if (dy_dims[0] != n || dy_dims[3] != o || w_dims[2] != c || pad_top < 0 || pad_left < 0 ||
-      stride_h < 1 || stride_w < 1)
-    return ffi::Error::InvalidArgument("conv weight gradient: inconsistent shapes");
+  Geometry g;
+  if (!MakeGeometry(lhs.dimensions(), kernel_grad->dimensions(), out_grad.dimensions(),
+                    pad_top, pad_left, stride_h, stride_w, &g))
+    return ffi::Error::InvalidArgument(
+        "conv weight gradient: expected x [N, H, W, C], dy [N, H', W', O], dW [kh, kw, C, O]");
+  const int64_t n = lhs.dimensions()[0], kh = g.kh, kw = g.kw, c = g.c, o = g.o;
   std::vector<int64_t> offset;
   for (int64_t i = 0; i < kh; ++i)
     for (int64_t j = 0; j < kw; ++j)
@@ -321,16 +331,12 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer<ffi::F32> rhs,
                    ffi::ResultBuffer<ffi::F32> out, int64_t pad_top, int64_t pad_left,
                    int64_t stride_h, int64_t stride_w) {
-  const auto x_dims = lhs.dimensions(), w_dims = rhs.dimensions(), y_dims = out->dimensions();
-  if (x_dims.size() != 4 || w_dims.size() != 4 || y_dims.size() != 4)
-    return ffi::Error::InvalidArgument("conv forward: rank-4 NHWC / HWIO expected");
-  const int64_t n = x_dims[0], h = x_dims[1], w = x_dims[2], c = x_dims[3];
-  const int64_t kh = w_dims[0], kw = w_dims[1], o = w_dims[3];
-  Geometry g{h, w, (y_dims[1] - 1) * stride_h + kh, (y_dims[2] - 1) * stride_w + kw, c,
-             y_dims[1], y_dims[2], o, stride_h, stride_w, pad_top, pad_left, kh, kw};
-  if (y_dims[0] != n || y_dims[3] != o || w_dims[2] != c || pad_top < 0 || pad_left < 0 ||
-      stride_h < 1 || stride_w < 1)
-    return ffi::Error::InvalidArgument("conv forward: inconsistent shapes");
+  Geometry g;
+  if (!MakeGeometry(lhs.dimensions(), rhs.dimensions(), out->dimensions(), pad_top, pad_left,
+                    stride_h, stride_w, &g))
+    return ffi::Error::InvalidArgument(
+        "conv forward: expected x [N, H, W, C], w [kh, kw, C, O], y [N, H', W', O]");
+  const int64_t n = lhs.dimensions()[0];
   const int64_t parts = std::min<int64_t>(n, 8);
   ParallelFor(pool, parts, [&](int64_t i) {
     ForwardPart(g, lhs.typed_data(), rhs.typed_data(), n * i / parts, n * (i + 1) / parts,
@@ -341,24 +347,19 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer<
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvWeightGrad, WeightGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w"));
+// Both handlers: two float32 operands and one result, the padding before the input and
+// the strides; XLA's intra-op thread pool to run the parts on.
+static auto Binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("stride_h")
-                                  .Attr<int64_t>("stride_w"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvWeightGrad, WeightGrad, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvForward, Forward, Binding());
