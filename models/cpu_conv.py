@@ -28,14 +28,13 @@ from jax import lax
 from models import conv_kernels
 from models.few_channel_conv import MAX_TAPS, tap_sum
 
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
-Padding = tuple[tuple[int, int], tuple[int, int]]
+Padding = conv_kernels.Padding
 
 
 def _is_nhwc(dimension_numbers: Any, ndim: int) -> bool:
   if ndim != 4 or dimension_numbers is None:  # lax's default is NCHW/OIHW
     return False
-  expected = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), _NHWC)
+  expected = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), conv_kernels.NHWC)
   given = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers)
   return tuple(given) == tuple(expected)
 
@@ -57,12 +56,9 @@ def _forward(lhs, rhs, padding: Padding, strides: tuple[int, int]):
 
 def _backward(padding: Padding, strides: tuple[int, int], residuals, out_grad):
   lhs, rhs = residuals
-  if strides == (1, 1):
-    lhs_grad = conv_kernels.input_grad(out_grad, rhs, padding, lhs.shape)
-  else:  # lax's (a convolution with a dilated input); XLA drops it for a first layer
-    lhs_grad = jax.vjp(lambda a: conv_kernels.lax_forward(a, rhs, padding, strides),
-                       lhs)[1](out_grad)[0]
-  return lhs_grad, conv_kernels.weight_grad(lhs, out_grad, rhs.shape, padding, strides)
+  # XLA drops the input gradient when nothing uses it (a first layer).
+  return (conv_kernels.input_grad(out_grad, rhs, padding, lhs.shape, strides),
+          conv_kernels.weight_grad(lhs, out_grad, rhs.shape, padding, strides))
 
 
 _cpu_conv.defvjp(_forward, _backward)

@@ -45,7 +45,7 @@ TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_conv_weight_grad': 'RedconvConvWeightGrad'}
 SOURCE = os.path.join(os.path.dirname(__file__), 'conv.cc')
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
+NHWC = ('NHWC', 'HWIO', 'NHWC')  # the layouts every function here takes
 
 
 def _compiler() -> Optional[str]:
@@ -150,7 +150,7 @@ def _ffi(target: str, shape: tuple[int, ...], padding: Padding, strides: tuple[i
 def lax_forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
                 strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
   """lax's convolution (the reference and the fallback; so are the other lax_*)."""
-  return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=_NHWC)
+  return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=NHWC)
 
 
 def forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
@@ -166,18 +166,26 @@ def forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
   return lax.platform_dependent(lhs, rhs, cpu=compiled, default=reference)
 
 
+def lax_input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
+                   lhs_shape: tuple[int, ...], strides: tuple[int, int] = (1, 1)
+                   ) -> jnp.ndarray:
+  return jax.vjp(lambda lhs: lax_forward(lhs, rhs, padding, strides),
+                 jnp.zeros(lhs_shape, rhs.dtype))[1](out_grad)[0]
+
+
 def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
-               lhs_shape: tuple[int, ...]) -> jnp.ndarray:
-  """dL/dlhs `lhs_shape` of a stride-1 `forward(lhs, rhs, padding)` given dL/dout: the
-  forward convolution of `out_grad` with the kernel flipped and its channels swapped,
-  padded by kh - 1 - top (etc.); lax's own gradient where those pads are negative."""
+               lhs_shape: tuple[int, ...], strides: tuple[int, int] = (1, 1)
+               ) -> jnp.ndarray:
+  """dL/dlhs `lhs_shape` of `forward(lhs, rhs, padding, strides)` given dL/dout. At
+  stride 1 the forward kernel convolves `out_grad` with the kernel flipped and its
+  channels swapped, padded by kh - 1 - top (etc.); lax's own gradient with a stride (a
+  dilated-input convolution), where those pads are negative, or without the kernels."""
   kh, kw = rhs.shape[:2]
   (top, _), (left, _) = padding
   pads = ((kh - 1 - top, lhs_shape[1] + top - out_grad.shape[1]),
           (kw - 1 - left, lhs_shape[2] + left - out_grad.shape[2]))
-  if min(min(p) for p in pads) < 0:
-    return jax.vjp(lambda a: lax_forward(a, rhs, padding), jnp.zeros(lhs_shape, rhs.dtype)
-                   )[1](out_grad)[0]
+  if strides != (1, 1) or not _compiled_applies(out_grad, rhs, padding=pads, strides=strides):
+    return lax_input_grad(out_grad, rhs, padding, lhs_shape, strides)
   flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
   return forward(out_grad, flipped, pads)
 
