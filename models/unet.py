@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.cpu_conv import conv_general_dilated
+from models.patch_transpose import PatchConvTranspose
 from models.pooling import max_pool_2x2
 from models.registry import MODELS
 
@@ -51,9 +53,10 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     for _ in range(self.num_convs):
-      # A conv bias is redundant before a normalisation's shift.
+      # A conv bias is redundant before a normalisation's shift. On CPU our own kernels
+      # run the forward pass and the gradients (cpu_conv.py).
       x = nn.Conv(self.width, (3, 3), padding='SAME', use_bias=self.norm == 'none',
-                  dtype=self.dtype)(x)
+                  dtype=self.dtype, conv_general_dilated=conv_general_dilated)(x)
       if self.norm == 'batch':
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                          axis_name=self.bn_axis_name if train else None)(x)
@@ -109,15 +112,20 @@ class UNet(nn.Module):
       x = max_pool_2x2(x)
     x = block(self.depth)(x, train)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    for level in reversed(range(self.depth)):
+    for up, level in enumerate(reversed(range(self.depth))):
       features = self._width(level)
       if self.upsample == 'transpose':
-        x = nn.ConvTranspose(features, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+        # nn.ConvTranspose(features, (2, 2), strides=(2, 2)) as a matrix product
+        # (patch_transpose.py), under nn.ConvTranspose's name: checkpoints load as before.
+        x = PatchConvTranspose(features, (2, 2), dtype=self.dtype,
+                               name=f'ConvTranspose_{up}')(x)
       else:
         b, h, w, c = x.shape
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method='nearest')
-        x = nn.Conv(features, (3, 3), padding='SAME', dtype=self.dtype)(x)
+        x = nn.Conv(features, (3, 3), padding='SAME', dtype=self.dtype,
+                    conv_general_dilated=conv_general_dilated)(x)
       x = jnp.concatenate([skips[level], x], axis=-1)
       x = block(level)(x, train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
+                     conv_general_dilated=conv_general_dilated)(x)
     return logits[:, :height, :width, :].astype(jnp.float32)

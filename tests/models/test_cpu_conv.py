@@ -142,3 +142,14 @@ def test_accelerators_lower_lax_weight_gradient(platform):
   text = jax.jit(both).trace(x, w).lower(lowering_platforms=(platform,)).as_text()
   assert 'redconv_conv' not in text
   assert text.count('stablehlo.convolution') == 3  # forward, input and weight gradients
+
+
+def test_one_by_one_convolutions_are_matrix_products_on_cpu():
+  # No padding, any stride: a dot on every stride-th pixel, forward and both gradients.
+  x, w = _inputs((4, 9, 8, 16), (1, 1, 16, 4))
+  ours, reference = _pair('SAME', (2, 2))
+  both = jax.grad(lambda x, w: (ours(x, w) ** 2).sum(), argnums=(0, 1))
+  for text, dots in ((_compiled(ours, x, w), 1), (_compiled(both, x, w), 3)):
+    assert ' convolution(' not in text and 'custom_call_target' not in text
+    assert text.count(' dot(') == dots
+  np.testing.assert_allclose(jax.jit(ours)(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
