@@ -125,6 +125,25 @@ auto Lookup(int rows, int tiles) {
   }
 }
 
+// Calls fn(block, m0, o0) with the block kernel K for (rows, tiles) blocks covering the
+// rows [0, m_total) (weight gradient: kh*kw*C inputs; forward: a row's pixels) times the
+// whole vectors of the output channels [0, o), as many tiles as fit; returns the first
+// output channel past them (the caller's scalar tail starts there).
+template <typename K, typename F>
+int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
+  int64_t o0 = 0;
+  for (; o0 + kLanes <= o; o0 += kMaxTiles * kLanes) {
+    const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (o - o0) / kLanes));
+    const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
+    for (int64_t m0 = 0; m0 < m_total; m0 += max_rows) {
+      const int rows = static_cast<int>(std::min<int64_t>(max_rows, m_total - m0));
+      fn(Lookup<K>(rows, tiles), m0, o0);
+    }
+    if (tiles < kMaxTiles) return o0 + tiles * kLanes;
+  }
+  return o0;
+}
+
 struct WeightGradKernel {
   template <int kRows, int kTiles> static constexpr auto kFn = &Block<kRows, kTiles>;
 };
@@ -164,17 +183,10 @@ void Part(const Geometry& g, const float* x, const float* dy_all,
   const int64_t rows_total = static_cast<int64_t>(offset.size());
   ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
     const float* dy = dy_all + c0 * g.ho * g.wo * g.o;
-    int64_t o0 = 0;
-    for (; o0 + kLanes <= g.o; o0 += kMaxTiles * kLanes) {
-      const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (g.o - o0) / kLanes));
-      const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
-      for (int64_t m0 = 0; m0 < rows_total; m0 += max_rows) {
-        const int rows = static_cast<int>(std::min<int64_t>(max_rows, rows_total - m0));
-        Lookup<WeightGradKernel>(rows, tiles)(g, xpad, dy, offset.data() + m0, 0, c1 - c0, o0,
-                                              out + m0 * g.o);
-      }
-      if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
-    }
+    const int64_t o0 = ForEachBlock<WeightGradKernel>(
+        rows_total, g.o, [&](auto block, int64_t m0, int64_t o0) {
+          block(g, xpad, dy, offset.data() + m0, 0, c1 - c0, o0, out + m0 * g.o);
+        });
     if (o0 < g.o) Tail(g, xpad, dy, offset.data(), rows_total, 0, c1 - c0, o0, out);
   });
 }
@@ -234,17 +246,10 @@ void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, 
       for (int64_t v = 0; v < g.ho; ++v) {
         const float* x_row = xpad + ((b - c0) * g.hp + v * g.sh) * g.wp * g.c;
         float* y_row = y + (b * g.ho + v) * g.wo * g.o;
-        int64_t o0 = 0;
-        for (; o0 + kLanes <= g.o; o0 += kMaxTiles * kLanes) {
-          const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (g.o - o0) / kLanes));
-          const int max_pixels = std::min(kMaxRows, std::max(1, kRegisters / tiles));
-          for (int64_t u = 0; u < g.wo; u += max_pixels) {
-            const int pixels = static_cast<int>(std::min<int64_t>(max_pixels, g.wo - u));
-            Lookup<ForwardKernel>(pixels, tiles)(g, x_row + u * g.sw * g.c, w, o0,
-                                                 y_row + u * g.o);
-          }
-          if (tiles < kMaxTiles) { o0 += tiles * kLanes; break; }
-        }
+        const int64_t o0 = ForEachBlock<ForwardKernel>(
+            g.wo, g.o, [&](auto block, int64_t u, int64_t o0) {
+              block(g, x_row + u * g.sw * g.c, w, o0, y_row + u * g.o);
+            });
         if (o0 < g.o) ForwardTail(g, x_row, w, g.wo, o0, y_row);
       }
   });
