@@ -61,7 +61,7 @@ def plain_layers():
       setattr(module, attr, value)
 
 
-def loss_and_step(model):
+def loss_and_grad(model):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -93,7 +93,7 @@ def check(name: str, steps: int) -> str:
     with plain_layers() if variant == 'plain' else contextlib.nullcontext():
       model = build_model(config)
       variables = model.init(jax.random.PRNGKey(0), x[:1])
-      grad_fn = loss_and_step(model)
+      grad_fn = loss_and_grad(model)
       args = (variables['params'], variables['batch_stats'], x)
       text = grad_fn.lower(*args).compile().as_text()
       (_, logits), grads = jax.block_until_ready(grad_fn(*args))
