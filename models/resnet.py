@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models.batch_norm import BatchNorm
 from models.cpu_conv import conv_general_dilated
 from models.registry import MODELS
 
@@ -40,21 +41,36 @@ class BasicBlock(nn.Module):
   strides: int = 1
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  # False: flax's BatchNorm gradient bit for bit (models/batch_norm.py).
+  fast_norm_gradient: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = lambda w, k, s: nn.Conv(w, (k, k), strides=(s, s), padding='SAME',
                                    use_bias=False, dtype=self.dtype,
                                    conv_general_dilated=conv_general_dilated)
-    norm = lambda **kw: nn.BatchNorm(use_running_average=not train,
-                                     momentum=self.bn_momentum, dtype=self.dtype, **kw)
-    y = nn.relu(norm()(conv(self.width, 3, self.strides)(x)))
+    norm = lambda **kw: BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                                  dtype=self.dtype, fast_gradient=self.fast_norm_gradient,
+                                  **kw)
+    # Layers are named when built: built in this order, they keep the names (and
+    # checkpoints) of the blocks that applied them in this order.
+    conv_1, norm_1 = conv(self.width, 3, self.strides), norm()
     # Zero-initialised last scale: each block starts as the identity, which lets deep
     # nets (ResNet-56) train at a high learning rate from the first step.
-    y = norm(scale_init=nn.initializers.zeros)(conv(self.width, 3, 1)(y))
-    if x.shape != y.shape:
-      x = norm()(conv(self.width, 1, self.strides)(x))
-    return nn.relu(x + y)
+    conv_2, norm_2 = conv(self.width, 3, 1), norm(scale_init=nn.initializers.zeros)
+
+    def shortcut():
+      if x.shape[-1] == self.width and self.strides == 1:
+        return x
+      return norm()(conv(self.width, 1, self.strides)(x))
+
+    y = conv_2(norm_1(conv_1(x), relu=True))
+    if self.fast_norm_gradient:
+      # BatchNorm's `residual` and `relu`: nn.relu(bn(y) + shortcut) as one layer (fewer
+      # passes over the activations on CPU; models/batch_norm.py).
+      return norm_2(y, residual=shortcut(), relu=True)
+    y = norm_2(y)  # flax's gradient, its order of operations too
+    return nn.relu(shortcut() + y)
 
 
 @MODELS.register('resnet_cifar')
@@ -76,8 +92,8 @@ class ResNetCifar(nn.Module):
     x = x.astype(self.dtype)
     x = nn.Conv(widths[0], (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
                 conv_general_dilated=conv_general_dilated)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                             dtype=self.dtype)(x))
+    x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                  dtype=self.dtype)(x, relu=True)
     for stage, width in enumerate(widths):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.batch_norm import BatchNorm
 from models.cpu_conv import conv_general_dilated
 from models.patch_transpose import PatchConvTranspose
 from models.pooling import max_pool_2x2
@@ -58,11 +59,13 @@ class ConvBlock(nn.Module):
       x = nn.Conv(self.width, (3, 3), padding='SAME', use_bias=self.norm == 'none',
                   dtype=self.dtype, conv_general_dilated=conv_general_dilated)(x)
       if self.norm == 'batch':
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
-                         axis_name=self.bn_axis_name if train else None)(x)
+        # BatchNorm then ReLU as one layer (fewer passes on CPU; batch_norm.py).
+        x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                      axis_name=self.bn_axis_name if train else None)(x, relu=True)
       elif self.norm == 'group':
-        x = nn.GroupNorm(num_groups=min(8, self.width), dtype=self.dtype)(x)
-      x = nn.relu(x)
+        x = nn.relu(nn.GroupNorm(num_groups=min(8, self.width), dtype=self.dtype)(x))
+      else:
+        x = nn.relu(x)
     return x
 
 

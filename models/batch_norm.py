@@ -1,0 +1,162 @@
+"""`BatchNorm`: flax's `nn.BatchNorm`, with a training-mode gradient that reads each
+tensor fewer times on CPU.
+
+Differentiating flax's BatchNorm leaves XLA:CPU a dozen memory-bound passes over the
+activations per layer (the centred input is stored for the backward pass, each mean
+and its gradient's sums are separate reductions), about a third of a ResNet-20 or
+U-Net training step once the convolutions run on our kernels (benchmarks/README.md).
+Here a custom VJP keeps only the input, and the backward pass is the textbook one: two
+per-channel sums over (dy, dy * x) and one elementwise pass
+  dx = scale * rstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
+Same parameters, statistics, names and initial values as `nn.BatchNorm` (a subclass
+whose class name flax uses for the auto name `BatchNorm_<i>`), so checkpoints load
+either way; the same forward values, and gradients equal up to float32 rounding.
+
+The fast path applies in training mode to float32 inputs with the defaults our models
+use (features on the last axis, scale and bias, fast variance, no mask, no `axis_name`)
+and only when lowering for CPU (`lax.platform_dependent`: a GPU or TPU compiles flax's
+own arithmetic, which XLA fuses well there). Anything else is `nn.BatchNorm` itself.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+# flax's own helpers, so that every case off the fast path is exactly nn.BatchNorm.
+from flax.linen.normalization import _canonicalize_axes, _compute_stats, _normalize
+
+
+def reference_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
+                    epsilon: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """flax's training-mode arithmetic: `(y, batch mean, batch variance)`, statistics
+  over every axis but the last (fast variance: E[x^2] - E[x]^2, clipped at 0)."""
+  mean, var = _compute_stats(x, tuple(range(x.ndim - 1)), dtype=None, axis_name=None,
+                             use_fast_variance=True)
+  y = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
+  return y, mean, var
+
+
+def _finish(y, residual, relu: bool):
+  if residual is not None:
+    y = y + residual
+  return jax.nn.relu(y) if relu else y
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_train(relu: bool, with_residual: bool):
+  """`(x, scale, bias, residual, epsilon) -> (out, mean, var)` with its custom VJP."""
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+  def train(x, scale, bias, residual, epsilon):
+    y, mean, var = reference_train(x, scale, bias, epsilon)
+    return _finish(y, residual, relu), mean, var
+
+  def forward(x, scale, bias, residual, epsilon):
+    y, mean, var = reference_train(x, scale, bias, epsilon)
+    out = _finish(y, residual, relu)
+    # Kept: the input (the convolution before us keeps it anyway), not x - mean; after
+    # a ReLU its output too (the next layer keeps it), whose sign is the ReLU's mask.
+    return (out, mean, var), (x, scale, mean, var, out if relu else None)
+
+  def backward(epsilon, residuals, cotangents):
+    x, scale, mean, var, out = residuals
+    out_grad, mean_grad, var_grad = cotangents
+    y_grad = jnp.where(out > 0, out_grad, 0.0) if relu else out_grad
+    axes = tuple(range(x.ndim - 1))
+    count = x.size // x.shape[-1]
+    rstd = lax.rsqrt(var + epsilon)
+    # x_hat as x * rstd - mean * rstd: XLA would share a `x - mean` with the forward
+    # pass's and store it, an extra pass each way. Two reductions, each fused with
+    # its product, and one elementwise pass for dx.
+    x_hat = x * rstd - mean * rstd
+    sum_grad = jnp.sum(y_grad, axes)
+    scale_grad = jnp.sum(y_grad * x_hat, axes)
+    # dx = a dy + c x_hat + d per channel: the gradient through x_hat, plus the
+    # (usually zero) cotangents of the returned statistics, d mean / dx = 1 / count
+    # and d var / dx = 2 (x - mean) / count.
+    a = scale * rstd
+    c = (2.0 * var_grad / rstd - a * scale_grad) / count
+    d = (mean_grad - a * sum_grad) / count
+    x_grad = a * y_grad + c * x_hat + d
+    return x_grad, scale_grad, sum_grad, y_grad if with_residual else None
+
+  train.defvjp(forward, backward)
+  return train
+
+
+def train_statistics(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
+                     epsilon: float, residual: jnp.ndarray | None = None,
+                     relu: bool = False) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """`(act(y + residual), mean, var)` for `y, mean, var = reference_train(...)`, act
+  ReLU or identity; on CPU with the custom VJP above."""
+  return lax.platform_dependent(
+      x, scale, bias, residual,
+      cpu=lambda *a: _fused_train(relu, residual is not None)(*a, epsilon),
+      default=lambda x, scale, bias, residual: _reference_fused(x, scale, bias, residual,
+                                                                epsilon, relu))
+
+
+def _reference_fused(x, scale, bias, residual, epsilon, relu):
+  y, mean, var = reference_train(x, scale, bias, epsilon)
+  return _finish(y, residual, relu), mean, var
+
+
+class BatchNorm(nn.BatchNorm):
+  """`nn.BatchNorm` (same fields and variables); see the module doc.
+
+  `fast_gradient=False`: nn.BatchNorm's own arithmetic and autodiff gradient everywhere
+  (bit for bit; the Mask R-CNN backbone keeps it, so that results recorded before this
+  layer existed stay reproducible).
+  """
+  fast_gradient: bool = True
+
+  def _fast_path_applies(self, x, use_running_average: bool, mask) -> bool:
+    return (self.fast_gradient and not use_running_average and mask is None and self.axis_name is None
+            and not self.is_initializing()
+            and _canonicalize_axes(x.ndim, self.axis) == (x.ndim - 1,)
+            and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32)
+            and self.param_dtype == jnp.float32 and self.use_fast_variance
+            and self.use_scale and self.use_bias and self.force_float32_reductions)
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None,
+               residual: jnp.ndarray | None = None, relu: bool = False):
+    """`nn.BatchNorm`'s output `y`, then `y + residual` if one is given, then the ReLU
+    if `relu`: a block's `nn.relu(bn(x) + shortcut)`, in fewer passes on CPU."""
+    use_running_average = nn.merge_param('use_running_average', self.use_running_average,
+                                         use_running_average)
+    feature_axes = _canonicalize_axes(x.ndim, self.axis)
+    reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
+    feature_shape = [x.shape[ax] for ax in feature_axes]
+    ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32),
+                            feature_shape)
+    ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32),
+                           feature_shape)
+    if self._fast_path_applies(x, use_running_average, mask) and (
+        residual is None or (residual.shape == x.shape and residual.dtype == x.dtype)):
+      scale = self.param('scale', self.scale_init, feature_shape, self.param_dtype)
+      bias = self.param('bias', self.bias_init, feature_shape, self.param_dtype)
+      out, mean, var = train_statistics(x, scale, bias, self.epsilon, residual, relu)
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      return out
+    # Off the fast path: nn.BatchNorm.__call__'s own steps (flax 0.8-0.12).
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      mean, var = _compute_stats(
+          x, reduction_axes, dtype=self.dtype,
+          axis_name=self.axis_name if not self.is_initializing() else None,
+          axis_index_groups=self.axis_index_groups,
+          use_fast_variance=self.use_fast_variance, mask=mask,
+          force_float32_reductions=self.force_float32_reductions)
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    y = _normalize(self, x, mean, var, reduction_axes, feature_axes, self.dtype,
+                   self.param_dtype, self.epsilon, self.use_bias, self.use_scale,
+                   self.bias_init, self.scale_init, self.force_float32_reductions)
+    return _finish(y, residual, relu)
