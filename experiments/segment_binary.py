@@ -23,7 +23,10 @@ Dice 0.9937 in 8.7 min for the whole run; isbi foreground Dice 0.9513 (membrane 
 Intel Xeon, 2026-11-27: isbi foreground Dice 0.9509 (membrane 0.7923, mIoU 0.7812).
 Rerun with the U-Net on the compiled kernels and the matrix-product upsampling (same
 Xeon, 2026-11-27, other jobs of ours beside it): isbi foreground Dice 0.9513 (membrane
-0.7937, mIoU 0.7825) in 14.6 min; shapes Dice 0.9933 in 3.9 min (quiet).
+0.7937, mIoU 0.7825) in 14.6 min; shapes Dice 0.9933 in 3.9 min (quiet). Rerun with
+BatchNorm's custom CPU gradient (models/batch_norm.py; same Xeon, 2026-11-27 afternoon,
+one run after another, load ~1.8): isbi foreground Dice 0.9509 (membrane 0.7919, mIoU
+0.7810) in 6.9 min (training 372 s); shapes Dice 0.9939 in 3.9 min.
 """
 from __future__ import annotations
 

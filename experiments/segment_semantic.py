@@ -28,7 +28,13 @@ on the compiled kernels and the matrix-product upsampling (same Xeon, 2026-11-27
 jobs of ours beside it at first): camvid val mIoU 0.5184, pixel accuracy 0.797 (Building
 0.444, Car 0.575, Fence 0.289, Pole 0.045, Pedestrian 0.193) in 19.8 min, and with
 `--config.seed=1` 0.5369 (pixel accuracy 0.818) in 20.0 min: a seed's spread; shapes mIoU
-0.9461 (circle 0.955, square 0.921, triangle 0.914) in 5.3 min (quiet).
+0.9461 (circle 0.955, square 0.921, triangle 0.914) in 5.3 min (quiet). Rerun with
+BatchNorm's custom CPU gradient (models/batch_norm.py; same Xeon, 2026-11-27 afternoon,
+one run after another, load ~1.8): camvid val mIoU 0.5406, pixel accuracy 0.819
+(Building 0.520, Car 0.582, Fence 0.338, Pole 0.037, Pedestrian 0.231) in 17.6 min
+(training 975 s), a seed's spread above the last rerun; shapes mIoU 0.9415 in 5.0 min, and
+0.9427 with `--config.seed=1` (0.0046 and 0.0034 below the last rerun, whose own
+rounding-level change had moved it +0.0019: read a few thousandths as this run's noise).
 The binary experiment (experiments/segment_binary.py) shares `main`: a model with one
 output channel makes the task binary (sigmoid, Dice reported). The task's exact sums
 score every evaluation (tasks/segmentation/); the report is drawn by report/segmentation.py.
