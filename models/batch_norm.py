@@ -1,13 +1,16 @@
 """`BatchNorm`: flax's `nn.BatchNorm`, with a training-mode gradient that reads each
 tensor fewer times on CPU.
 
-Differentiating flax's BatchNorm leaves XLA:CPU a dozen memory-bound passes over the
-activations per layer (the centred input is stored for the backward pass, each mean
-and its gradient's sums are separate reductions), about a third of a ResNet-20 or
-U-Net training step once the convolutions run on our kernels (benchmarks/README.md).
-Here a custom VJP keeps only the input, and the backward pass is the textbook one: two
-per-channel sums over (dy, dy * x) and one elementwise pass
-  dx = scale * rstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
+Differentiating flax's BatchNorm leaves XLA:CPU memory-bound passes over the
+activations: per BatchNorm + ReLU layer 4 forward (one stores `x - mean` for the
+backward pass) and 6 backward, about a third of a ResNet-20 or U-Net training step once
+the convolutions run on our kernels (benchmarks/README.md). Here a custom VJP keeps only
+the input (and after a ReLU its output, which the next layer keeps anyway), and the
+backward pass is the textbook one: two per-channel sums, of dy and of dy * x_hat, and
+one elementwise pass
+  dx = scale * rstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
+with the ReLU's mask and a block's residual add folded in (`relu=`, `residual=`):
+3 passes forward and 5 backward.
 Same parameters, statistics, names and initial values as `nn.BatchNorm` (a subclass
 whose class name flax uses for the auto name `BatchNorm_<i>`), so checkpoints load
 either way; the same forward values, and gradients equal up to float32 rounding.
@@ -45,18 +48,22 @@ def _finish(y, residual, relu: bool):
   return jax.nn.relu(y) if relu else y
 
 
+def _reference_fused(x, scale, bias, residual, epsilon, relu):
+  """`(act(y + residual), mean, var)`: flax's arithmetic, autodiff's gradient."""
+  y, mean, var = reference_train(x, scale, bias, epsilon)
+  return _finish(y, residual, relu), mean, var
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_train(relu: bool, with_residual: bool):
   """`(x, scale, bias, residual, epsilon) -> (out, mean, var)` with its custom VJP."""
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
   def train(x, scale, bias, residual, epsilon):
-    y, mean, var = reference_train(x, scale, bias, epsilon)
-    return _finish(y, residual, relu), mean, var
+    return _reference_fused(x, scale, bias, residual, epsilon, relu)
 
   def forward(x, scale, bias, residual, epsilon):
-    y, mean, var = reference_train(x, scale, bias, epsilon)
-    out = _finish(y, residual, relu)
+    out, mean, var = _reference_fused(x, scale, bias, residual, epsilon, relu)
     # Kept: the input (the convolution before us keeps it anyway), not x - mean; after
     # a ReLU its output too (the next layer keeps it), whose sign is the ReLU's mask.
     return (out, mean, var), (x, scale, mean, var, out if relu else None)
@@ -87,9 +94,9 @@ def _fused_train(relu: bool, with_residual: bool):
   return train
 
 
-def train_statistics(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
-                     epsilon: float, residual: jnp.ndarray | None = None,
-                     relu: bool = False) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def fused_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float,
+                residual: jnp.ndarray | None = None,
+                relu: bool = False) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """`(act(y + residual), mean, var)` for `y, mean, var = reference_train(...)`, act
   ReLU or identity; on CPU with the custom VJP above."""
   return lax.platform_dependent(
@@ -98,10 +105,6 @@ def train_statistics(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
       default=lambda x, scale, bias, residual: _reference_fused(x, scale, bias, residual,
                                                                 epsilon, relu))
 
-
-def _reference_fused(x, scale, bias, residual, epsilon, relu):
-  y, mean, var = reference_train(x, scale, bias, epsilon)
-  return _finish(y, residual, relu), mean, var
 
 
 class BatchNorm(nn.BatchNorm):
@@ -113,9 +116,10 @@ class BatchNorm(nn.BatchNorm):
   """
   fast_gradient: bool = True
 
-  def _fast_path_applies(self, x, use_running_average: bool, mask) -> bool:
-    return (self.fast_gradient and not use_running_average and mask is None and self.axis_name is None
-            and not self.is_initializing()
+  def _fast_path_applies(self, x, use_running_average: bool, mask, residual) -> bool:
+    return (self.fast_gradient and not use_running_average and mask is None
+            and self.axis_name is None and not self.is_initializing()
+            and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
             and _canonicalize_axes(x.ndim, self.axis) == (x.ndim - 1,)
             and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32)
             and self.param_dtype == jnp.float32 and self.use_fast_variance
@@ -135,27 +139,25 @@ class BatchNorm(nn.BatchNorm):
                             feature_shape)
     ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32),
                            feature_shape)
-    if self._fast_path_applies(x, use_running_average, mask) and (
-        residual is None or (residual.shape == x.shape and residual.dtype == x.dtype)):
-      scale = self.param('scale', self.scale_init, feature_shape, self.param_dtype)
-      bias = self.param('bias', self.bias_init, feature_shape, self.param_dtype)
-      out, mean, var = train_statistics(x, scale, bias, self.epsilon, residual, relu)
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-      return out
-    # Off the fast path: nn.BatchNorm.__call__'s own steps (flax 0.8-0.12).
+    fast = self._fast_path_applies(x, use_running_average, mask, residual)
     if use_running_average:
       mean, var = ra_mean.value, ra_var.value
-    else:
+    elif fast:
+      scale = self.param('scale', self.scale_init, feature_shape, self.param_dtype)
+      bias = self.param('bias', self.bias_init, feature_shape, self.param_dtype)
+      out, mean, var = fused_train(x, scale, bias, self.epsilon, residual, relu)
+    else:  # nn.BatchNorm.__call__'s own steps (flax 0.8-0.12) from here on
       mean, var = _compute_stats(
           x, reduction_axes, dtype=self.dtype,
           axis_name=self.axis_name if not self.is_initializing() else None,
           axis_index_groups=self.axis_index_groups,
           use_fast_variance=self.use_fast_variance, mask=mask,
           force_float32_reductions=self.force_float32_reductions)
-      if not self.is_initializing():
-        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    if not use_running_average and not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    if fast:
+      return out
     y = _normalize(self, x, mean, var, reduction_axes, feature_axes, self.dtype,
                    self.param_dtype, self.epsilon, self.use_bias, self.use_scale,
                    self.bias_init, self.scale_init, self.force_float32_reductions)
