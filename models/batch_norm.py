@@ -31,6 +31,9 @@ from jax import lax
 # flax's own helpers, so that every case off the fast path is exactly nn.BatchNorm.
 from flax.linen.normalization import _canonicalize_axes, _compute_stats, _normalize
 
+from models import conv_kernels
+from models.conv_kernels import norm as norm_kernels
+
 
 def reference_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
                     epsilon: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -54,16 +57,30 @@ def _reference_fused(x, scale, bias, residual, epsilon, relu):
   return _finish(y, residual, relu), mean, var
 
 
+def _kernel_fused(x, scale, bias, residual, epsilon, relu):
+  """`_reference_fused`'s function in two compiled passes (conv_kernels/norm.py): the
+  statistics (summed in double), then the output."""
+  mean, var = norm_kernels.stats(x)
+  mul = lax.rsqrt(var + epsilon) * scale
+  return norm_kernels.apply(x, mean, mul, bias, residual, relu), mean, var
+
+
+def _cpu_fused(x, scale, bias, residual, epsilon, relu):
+  # Decided when tracing: the compiled passes where they were built, else XLA's.
+  fused = _kernel_fused if conv_kernels.available() else _reference_fused
+  return fused(x, scale, bias, residual, epsilon, relu)
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_train(relu: bool, with_residual: bool):
   """`(x, scale, bias, residual, epsilon) -> (out, mean, var)` with its custom VJP."""
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
   def train(x, scale, bias, residual, epsilon):
-    return _reference_fused(x, scale, bias, residual, epsilon, relu)
+    return _cpu_fused(x, scale, bias, residual, epsilon, relu)
 
   def forward(x, scale, bias, residual, epsilon):
-    out, mean, var = _reference_fused(x, scale, bias, residual, epsilon, relu)
+    out, mean, var = _cpu_fused(x, scale, bias, residual, epsilon, relu)
     # Kept: the input (the convolution before us keeps it anyway), not x - mean; after
     # a ReLU its output too (the next layer keeps it), whose sign is the ReLU's mask.
     return (out, mean, var), (x, scale, mean, var, out if relu else None)
@@ -71,10 +88,26 @@ def _fused_train(relu: bool, with_residual: bool):
   def backward(epsilon, residuals, cotangents):
     x, scale, mean, var, out = residuals
     out_grad, mean_grad, var_grad = cotangents
-    y_grad = jnp.where(out > 0, out_grad, 0.0) if relu else out_grad
-    axes = tuple(range(x.ndim - 1))
     count = x.size // x.shape[-1]
     rstd = lax.rsqrt(var + epsilon)
+    a = scale * rstd
+    if conv_kernels.available():
+      # The same gradient in two compiled passes: the sums of g and g * (x - mean),
+      # then dx (and the residual's g) in one.
+      sum_grad, centered_grad = norm_kernels.grad_sums(out_grad, x, out, mean, relu)
+      scale_grad = rstd * centered_grad
+      c = (2.0 * var_grad / rstd - a * scale_grad) / count
+      d = (mean_grad - a * sum_grad) / count
+      g_needed = with_residual and relu
+      x_grad = norm_kernels.grad_input(out_grad, x, out, mean, a, c * rstd, d, relu,
+                                       with_g=g_needed)
+      if g_needed:
+        x_grad, y_grad = x_grad
+      else:
+        y_grad = out_grad
+      return x_grad, scale_grad, sum_grad, y_grad if with_residual else None
+    y_grad = jnp.where(out > 0, out_grad, 0.0) if relu else out_grad
+    axes = tuple(range(x.ndim - 1))
     # x_hat as x * rstd - mean * rstd: XLA would share a `x - mean` with the forward
     # pass's and store it, an extra pass each way. Two reductions, each fused with
     # its product, and one elementwise pass for dx.
@@ -84,7 +117,6 @@ def _fused_train(relu: bool, with_residual: bool):
     # dx = a dy + c x_hat + d per channel: the gradient through x_hat, plus the
     # (usually zero) cotangents of the returned statistics, d mean / dx = 1 / count
     # and d var / dx = 2 (x - mean) / count.
-    a = scale * rstd
     c = (2.0 * var_grad / rstd - a * scale_grad) / count
     d = (mean_grad - a * sum_grad) / count
     x_grad = a * y_grad + c * x_hat + d

@@ -42,8 +42,17 @@ from jax import lax
 
 # XLA FFI target name -> the handler's symbol in conv.cc.
 TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
-           'redconv_conv_weight_grad': 'RedconvConvWeightGrad'}
-SOURCE = os.path.join(os.path.dirname(__file__), 'conv.cc')
+           'redconv_conv_weight_grad': 'RedconvConvWeightGrad',
+           'redconv_bn_stats': 'RedconvBnStats',
+           'redconv_bn_apply': 'RedconvBnApply',
+           'redconv_bn_apply_residual': 'RedconvBnApplyResidual',
+           'redconv_bn_grad_sums': 'RedconvBnGradSums',
+           'redconv_bn_grad_input': 'RedconvBnGradInput',
+           'redconv_bn_grad_input_residual': 'RedconvBnGradInputResidual'}
+_HERE = os.path.dirname(__file__)
+# Compiled together into one library (batch_norm.cc: BatchNorm's passes, norm.py).
+SOURCES = tuple(os.path.join(_HERE, name) for name in ('conv.cc', 'batch_norm.cc'))
+HEADERS = (os.path.join(_HERE, 'parallel_for.h'),)
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # the layouts every function here takes
 
@@ -84,12 +93,14 @@ def build(compiler: Optional[str] = None) -> str:
   compiler = compiler or _compiler()
   if compiler is None:
     raise RuntimeError('no C++ compiler found (tried $CXX, c++, g++, clang++)')
-  with open(SOURCE, 'rb') as f:
-    source = f.read()
+  sources = []
+  for path in SOURCES + HEADERS:
+    with open(path, 'rb') as f:
+      sources.append(f.read())
   version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
                            timeout=60).stdout
   key = hashlib.sha256(b'\0'.join(part.encode() if isinstance(part, str) else part for part in (
-      source, compiler, version, ' '.join(_flags()), jax.lib.__version__,
+      *sources, compiler, version, ' '.join(_flags()), jax.lib.__version__,
       _cpu_features()))).hexdigest()[:16]
   path = os.path.join(_cache_dir(), f'conv_{key}.so')
   if os.path.exists(path):
@@ -100,14 +111,14 @@ def build(compiler: Optional[str] = None) -> str:
   fd, partial = tempfile.mkstemp(suffix='.so', dir=_cache_dir())
   os.close(fd)
   try:
-    result = subprocess.run([compiler, *_flags(), SOURCE, '-o', partial],
+    result = subprocess.run([compiler, *_flags(), *SOURCES, '-o', partial],
                             capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
   except subprocess.TimeoutExpired as e:
     os.unlink(partial)
-    raise RuntimeError(f'{compiler} took over {BUILD_TIMEOUT_S} s to build {SOURCE}') from e
+    raise RuntimeError(f'{compiler} took over {BUILD_TIMEOUT_S} s to build {SOURCES}') from e
   if result.returncode:
     os.unlink(partial)
-    raise RuntimeError(f'{compiler} could not build {SOURCE} (exit {result.returncode}):\n'
+    raise RuntimeError(f'{compiler} could not build {SOURCES} (exit {result.returncode}):\n'
                        f'{result.stderr[-2000:]}')
   os.replace(partial, path)
   return path

@@ -18,18 +18,16 @@
 // depends on which thread ran what (bit-reproducible).
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "parallel_for.h"
 
 namespace ffi = xla::ffi;
+using redconv::ParallelFor;
 
 namespace {
 
@@ -253,40 +251,6 @@ void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, 
         if (o0 < g.o) ForwardTail(g, x_row, w, g.wo, o0, y_row);
       }
   });
-}
-
-// Runs fn(0..parts-1) on the pool and the calling thread. Only parts a thread has
-// started are waited for: a task that starts late finds nothing left and returns, so
-// handlers waiting inside the pool's own threads cannot deadlock each other.
-template <typename F>
-void ParallelFor(ffi::ThreadPool& pool, int64_t parts, F fn) {
-  struct Shared {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> running{0};
-    std::mutex mu;
-    std::condition_variable done;
-  };
-  auto shared = std::make_shared<Shared>();
-  auto work = [shared, parts, &fn]() {
-    for (;;) {
-      shared->running.fetch_add(1);
-      const int64_t i = shared->next.fetch_add(1);
-      if (i >= parts) break;
-      fn(i);
-      shared->running.fetch_sub(1);
-    }
-    if (shared->running.fetch_sub(1) == 1) {
-      std::lock_guard<std::mutex> lock(shared->mu);
-      shared->done.notify_all();
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
-  // A helper that starts after the caller returned finds the counter exhausted and
-  // leaves without touching `fn` (it holds `shared` itself).
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([work]() { work(); });
-  work();
-  std::unique_lock<std::mutex> lock(shared->mu);
-  shared->done.wait(lock, [&] { return shared->running.load() == 0; });
 }
 
 // The geometry of x [N, H, W, C] * w [kh, kw, C, O] -> y [N, H', W', O] (the padded

@@ -124,7 +124,7 @@ def test_a_failed_build_names_the_source_and_keeps_nothing(tmp_path, monkeypatch
   broken = tmp_path / 'broken.cc'
   broken.write_text('this is not C++\n')
   monkeypatch.setenv('REDCONV_KERNEL_CACHE', str(tmp_path / 'cache'))
-  monkeypatch.setattr(conv_kernels, 'SOURCE', str(broken))
+  monkeypatch.setattr(conv_kernels, 'SOURCES', (str(broken),))
   if conv_kernels._compiler() is None:
     pytest.skip('no C++ compiler here')
   with pytest.raises(RuntimeError, match='could not build .*broken.cc'):

@@ -1,0 +1,309 @@
+// BatchNorm's training-mode passes over an activation x [P, C] (channels last, P = every
+// other axis) for XLA:CPU, as XLA FFI handlers: the batch statistics, the normalised
+// output (with a block's residual add and the ReLU), and the backward pass's two
+// per-channel sums and elementwise input gradient.
+//
+// XLA:CPU ran these as separate fusions at about half the memory bandwidth two threads
+// get (benchmarks/README.md): here each is one pass over its tensors, split into a
+// fixed number of row ranges that XLA's intra-op thread pool runs. Sums accumulate in
+// float over blocks of kBlockRows rows (vectorised across channels), then in double,
+// then across the ranges in range order: the result does not depend on which thread
+// ran what, and has less rounding than a float reduction.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+#include "parallel_for.h"
+
+namespace ffi = xla::ffi;
+using redconv::ParallelFor;
+
+namespace {
+
+constexpr int64_t kParts = 8;       // row ranges (fixed: the same sums on every machine)
+constexpr int64_t kBlockRows = 64;  // rows summed in float before the double accumulators
+constexpr int64_t kRowSets = 4;     // block accumulators rows rotate over (no store-to-load
+                                    // chain from one row to the next when C is small)
+
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;  // floats per vector register
+#else
+constexpr int64_t kLanes = 8;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * 4)));
+
+// Loads and stores of a float or a vector of kLanes floats, so that one generic body
+// serves a row's whole vectors and its scalar tail (C not a multiple of kLanes).
+inline void LoadTo(const float* p, float* v) { *v = *p; }
+inline void LoadTo(const float* p, Vec* v) { std::memcpy(v, p, sizeof(Vec)); }
+inline void StoreFrom(float* p, float v) { *p = v; }
+inline void StoreFrom(float* p, const Vec& v) { std::memcpy(p, &v, sizeof(Vec)); }
+template <typename T> inline T Load(const float* p) { T v; LoadTo(p, &v); return v; }
+inline float Select(bool keep, float v) { return keep ? v : 0.0f; }
+inline Vec Select(decltype(Vec{} > 0) keep, const Vec& v) { return keep ? v : Vec{}; }
+
+// body(T{}, c) for the channels of one row: whole vectors (T = Vec), then the rest
+// one float at a time (T = float).
+template <typename F>
+inline void ForChannels(int64_t channels, F body) {
+  int64_t c = 0;
+  for (; c + kLanes <= channels; c += kLanes) body(Vec{}, c);
+  for (; c < channels; ++c) body(0.0f, c);
+}
+
+// Rows [p0, p1) of part i of P rows.
+inline int64_t PartStart(int64_t rows, int64_t parts, int64_t i) { return rows * i / parts; }
+
+// The [P, C] shape of a buffer whose last axis is C; false if it has no axes.
+template <typename Dims>
+bool RowsAndChannels(Dims dims, int64_t* rows, int64_t* channels) {
+  if (dims.size() < 1) return false;
+  *channels = dims[dims.size() - 1];
+  *rows = 1;
+  for (size_t k = 0; k + 1 < dims.size(); ++k) *rows *= dims[k];
+  return true;
+}
+
+// For every part, sum1[c] += f1(p, c) and sum2[c] += f2(p, c) over its rows (in float
+// over blocks, then double), then the parts in order into out1 / out2 (double).
+template <typename F>
+void ChannelSums(ffi::ThreadPool& pool, int64_t rows, int64_t channels, F terms,
+                 std::vector<double>* out1, std::vector<double>* out2) {
+  const int64_t parts = std::max<int64_t>(1, std::min(kParts, rows));
+  std::vector<double> partial(2 * parts * channels, 0.0);
+  ParallelFor(pool, parts, [&](int64_t i) {
+    double* sum1 = partial.data() + 2 * i * channels;
+    double* sum2 = sum1 + channels;
+    std::vector<float> block1(kRowSets * channels), block2(kRowSets * channels);
+    const int64_t p1 = PartStart(rows, parts, i + 1);
+    for (int64_t b0 = PartStart(rows, parts, i); b0 < p1; b0 += kBlockRows) {
+      std::fill(block1.begin(), block1.end(), 0.0f);
+      std::fill(block2.begin(), block2.end(), 0.0f);
+      const int64_t b1 = std::min(p1, b0 + kBlockRows);
+      for (int64_t p = b0; p < b1; ++p) {
+        const int64_t set = (p - b0) % kRowSets;
+        terms(p, block1.data() + set * channels, block2.data() + set * channels);
+      }
+      for (int64_t set = 0; set < kRowSets; ++set)
+        for (int64_t c = 0; c < channels; ++c) {
+          sum1[c] += block1[set * channels + c];
+          sum2[c] += block2[set * channels + c];
+        }
+    }
+  });
+  out1->assign(channels, 0.0);
+  out2->assign(channels, 0.0);
+  for (int64_t i = 0; i < parts; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      (*out1)[c] += partial[2 * i * channels + c];
+      (*out2)[c] += partial[(2 * i + 1) * channels + c];
+    }
+}
+
+// Runs rows(p0, p1) over the parts of [0, rows) on the pool.
+template <typename F>
+void ForRows(ffi::ThreadPool& pool, int64_t rows, F fn) {
+  const int64_t parts = std::max<int64_t>(1, std::min(kParts, rows));
+  ParallelFor(pool, parts, [&](int64_t i) {
+    fn(PartStart(rows, parts, i), PartStart(rows, parts, i + 1));
+  });
+}
+
+// mean[c] and var[c] = max(0, E[x^2] - E[x]^2) over the rows of x [P, C].
+ffi::Error Stats(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
+                 ffi::ResultBuffer<ffi::F32> var) {
+  int64_t rows, channels;
+  if (!RowsAndChannels(x.dimensions(), &rows, &channels) || rows == 0 ||
+      mean->element_count() != channels || var->element_count() != channels)
+    return ffi::Error::InvalidArgument("batch-norm statistics: expected x [..., C], mean [C], var [C]");
+  const float* xs = x.typed_data();
+  std::vector<double> sum, sum_sq;
+  ChannelSums(pool, rows, channels, [&](int64_t p, float* s1, float* s2) {
+    const float* xr = xs + p * channels;
+    ForChannels(channels, [&](auto t, int64_t c) {
+      using T = decltype(t);
+      const T v = Load<T>(xr + c);
+      StoreFrom(s1 + c, Load<T>(s1 + c) + v);
+      StoreFrom(s2 + c, Load<T>(s2 + c) + v * v);
+    });
+  }, &sum, &sum_sq);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double m = sum[c] / rows;
+    mean->typed_data()[c] = static_cast<float>(m);
+    var->typed_data()[c] = static_cast<float>(std::max(0.0, sum_sq[c] / rows - m * m));
+  }
+  return ffi::Error::Success();
+}
+
+// y = act((x - mean) * mul + bias [+ residual]), act the ReLU if relu.
+template <bool kResidual, bool kRelu>
+ffi::Error Apply(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mean,
+                 ffi::Buffer<ffi::F32> mul, ffi::Buffer<ffi::F32> bias,
+                 ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y) {
+  int64_t rows, channels;
+  if (!RowsAndChannels(x.dimensions(), &rows, &channels) || mean.element_count() != channels ||
+      mul.element_count() != channels || bias.element_count() != channels ||
+      y->element_count() != x.element_count() ||
+      (kResidual && residual.element_count() != x.element_count()))
+    return ffi::Error::InvalidArgument(
+        "batch-norm output: expected x [..., C], mean, mul, bias [C], residual and y like x");
+  const float* xs = x.typed_data();
+  const float* rs = residual.typed_data();
+  const float* m = mean.typed_data();
+  const float* a = mul.typed_data();
+  const float* b = bias.typed_data();
+  float* ys = y->typed_data();
+  ForRows(pool, rows, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t k0 = p * channels;
+      ForChannels(channels, [&](auto t, int64_t c) {
+        using T = decltype(t);
+        T v = (Load<T>(xs + k0 + c) - Load<T>(m + c)) * Load<T>(a + c) + Load<T>(b + c);
+        if (kResidual) v += Load<T>(rs + k0 + c);
+        StoreFrom(ys + k0 + c, kRelu ? Select(v > 0.0f, v) : v);
+      });
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The output gradient through the ReLU (g = dy where y > 0, else 0; g = dy without it).
+template <bool kRelu, typename T>
+inline T Masked(const float* dy, const float* y, int64_t k) {
+  return kRelu ? Select(Load<T>(y + k) > 0.0f, Load<T>(dy + k)) : Load<T>(dy + k);
+}
+
+// sum_g[c] = sum of g, sum_gx[c] = sum of g * (x - mean) over the rows.
+template <bool kRelu>
+ffi::Error GradSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
+                    ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> mean,
+                    ffi::ResultBuffer<ffi::F32> sum_g, ffi::ResultBuffer<ffi::F32> sum_gx) {
+  int64_t rows, channels;
+  if (!RowsAndChannels(x.dimensions(), &rows, &channels) ||
+      dy.element_count() != x.element_count() ||
+      (kRelu && y.element_count() != x.element_count()) || mean.element_count() != channels ||
+      sum_g->element_count() != channels || sum_gx->element_count() != channels)
+    return ffi::Error::InvalidArgument(
+        "batch-norm gradient sums: expected dy, x, y [..., C] alike, mean [C]");
+  const float* dys = dy.typed_data();
+  const float* xs = x.typed_data();
+  const float* ys = y.typed_data();
+  const float* m = mean.typed_data();
+  std::vector<double> s1, s2;
+  ChannelSums(pool, rows, channels, [&](int64_t p, float* a1, float* a2) {
+    const int64_t k0 = p * channels;
+    ForChannels(channels, [&](auto t, int64_t c) {
+      using T = decltype(t);
+      const T g = Masked<kRelu, T>(dys, ys, k0 + c);
+      StoreFrom(a1 + c, Load<T>(a1 + c) + g);
+      StoreFrom(a2 + c, Load<T>(a2 + c) + g * (Load<T>(xs + k0 + c) - Load<T>(m + c)));
+    });
+  }, &s1, &s2);
+  for (int64_t c = 0; c < channels; ++c) {
+    sum_g->typed_data()[c] = static_cast<float>(s1[c]);
+    sum_gx->typed_data()[c] = static_cast<float>(s2[c]);
+  }
+  return ffi::Error::Success();
+}
+
+// dx = a * g + k * (x - mean) + d per channel; with kResidual also g (the residual's
+// gradient).
+template <bool kResidual, bool kRelu>
+ffi::Error GradInput(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
+                     ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> mean,
+                     ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> d,
+                     ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> g_out) {
+  int64_t rows, channels;
+  if (!RowsAndChannels(x.dimensions(), &rows, &channels) ||
+      dy.element_count() != x.element_count() ||
+      (kRelu && y.element_count() != x.element_count()) || mean.element_count() != channels ||
+      a.element_count() != channels || k.element_count() != channels ||
+      d.element_count() != channels || dx->element_count() != x.element_count() ||
+      (kResidual && g_out->element_count() != x.element_count()))
+    return ffi::Error::InvalidArgument(
+        "batch-norm input gradient: expected dy, x, y, dx [..., C] alike, mean, a, k, d [C]");
+  const float* dys = dy.typed_data();
+  const float* xs = x.typed_data();
+  const float* ys = y.typed_data();
+  const float* ms = mean.typed_data();
+  const float* as = a.typed_data();
+  const float* ks = k.typed_data();
+  const float* ds = d.typed_data();
+  float* dxs = dx->typed_data();
+  float* gs = g_out->typed_data();
+  ForRows(pool, rows, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t k0 = p * channels;
+      ForChannels(channels, [&](auto t, int64_t c) {
+        using T = decltype(t);
+        const T g = Masked<kRelu, T>(dys, ys, k0 + c);
+        StoreFrom(dxs + k0 + c, Load<T>(as + c) * g +
+                                    Load<T>(ks + c) * (Load<T>(xs + k0 + c) - Load<T>(ms + c)) +
+                                    Load<T>(ds + c));
+        if (kResidual) StoreFrom(gs + k0 + c, g);
+      });
+    }
+  });
+  return ffi::Error::Success();
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using F32Out = ffi::ResultBuffer<ffi::F32>;
+
+// The handlers: `relu` (0 or 1) picks a compiled variant, so no loop tests it.
+ffi::Error ApplyHandler(ffi::ThreadPool pool, F32 x, F32 mean, F32 mul, F32 bias, F32Out y,
+                        int64_t relu) {
+  return relu ? Apply<false, true>(pool, x, mean, mul, bias, x, y)
+              : Apply<false, false>(pool, x, mean, mul, bias, x, y);
+}
+
+ffi::Error ApplyResidualHandler(ffi::ThreadPool pool, F32 x, F32 mean, F32 mul, F32 bias,
+                                F32 residual, F32Out y, int64_t relu) {
+  return relu ? Apply<true, true>(pool, x, mean, mul, bias, residual, y)
+              : Apply<true, false>(pool, x, mean, mul, bias, residual, y);
+}
+
+ffi::Error GradSumsHandler(ffi::ThreadPool pool, F32 dy, F32 x, F32 y, F32 mean, F32Out sum_g,
+                           F32Out sum_gx, int64_t relu) {
+  return relu ? GradSums<true>(pool, dy, x, y, mean, sum_g, sum_gx)
+              : GradSums<false>(pool, dy, x, y, mean, sum_g, sum_gx);
+}
+
+ffi::Error GradInputHandler(ffi::ThreadPool pool, F32 dy, F32 x, F32 y, F32 mean, F32 a, F32 k,
+                            F32 d, F32Out dx, int64_t relu) {
+  return relu ? GradInput<false, true>(pool, dy, x, y, mean, a, k, d, dx, dx)
+              : GradInput<false, false>(pool, dy, x, y, mean, a, k, d, dx, dx);
+}
+
+ffi::Error GradInputResidualHandler(ffi::ThreadPool pool, F32 dy, F32 x, F32 y, F32 mean,
+                                    F32 a, F32 k, F32 d, F32Out dx, F32Out g, int64_t relu) {
+  return relu ? GradInput<true, true>(pool, dy, x, y, mean, a, k, d, dx, g)
+              : GradInput<true, false>(pool, dy, x, y, mean, a, k, d, dx, g);
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvBnStats, Stats,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvBnApply, ApplyHandler,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Ret<F32>().Attr<int64_t>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvBnApplyResidual, ApplyResidualHandler,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()
+                                  .Attr<int64_t>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvBnGradSums, GradSumsHandler,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<int64_t>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvBnGradInput, GradInputHandler,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Attr<int64_t>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvBnGradInputResidual, GradInputResidualHandler,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Attr<int64_t>("relu"));

@@ -1,0 +1,52 @@
+// ParallelFor: the fixed parts of a kernel's work on XLA's intra-op thread pool.
+#ifndef REDCONV_PARALLEL_FOR_H_
+#define REDCONV_PARALLEL_FOR_H_
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace redconv {
+
+// Runs fn(0..parts-1) on the pool and the calling thread. Only parts a thread has
+// started are waited for: a task that starts late finds nothing left and returns, so
+// handlers waiting inside the pool's own threads cannot deadlock each other.
+template <typename F>
+void ParallelFor(xla::ffi::ThreadPool& pool, int64_t parts, F fn) {
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> running{0};
+    std::mutex mu;
+    std::condition_variable done;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto work = [shared, parts, &fn]() {
+    for (;;) {
+      shared->running.fetch_add(1);
+      const int64_t i = shared->next.fetch_add(1);
+      if (i >= parts) break;
+      fn(i);
+      shared->running.fetch_sub(1);
+    }
+    if (shared->running.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->done.notify_all();
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
+  // A helper that starts after the caller returned finds the counter exhausted and
+  // leaves without touching `fn` (it holds `shared` itself).
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([work]() { work(); });
+  work();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->done.wait(lock, [&] { return shared->running.load() == 0; });
+}
+
+}  // namespace redconv
+
+#endif  // REDCONV_PARALLEL_FOR_H_
