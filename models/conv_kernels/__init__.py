@@ -3,8 +3,8 @@
 For an NHWC / HWIO float32 convolution (no dilation, one group):
 `forward(lhs, rhs, padding, strides)`, `input_grad(out_grad, rhs, padding)` (stride 1:
 the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel_shape,
-padding, strides)`. On CPU they run `conv.cc`, GEMM kernels that keep a block of
-accumulators in vector registers: XLA's own (Eigen) weight gradient was 2-4x slower
+padding, strides)`. On CPU they run `conv.cc` and `weight_grad.cc`, GEMM kernels that
+keep a block of accumulators in vector registers: XLA's own (Eigen) weight gradient was 2-4x slower
 than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that is where
 our conv nets lost to Keras (benchmarks/README.md). On GPU and TPU, and wherever the
 kernels cannot be built, they are lax's own: the same sums in another order. On a
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# XLA FFI target name -> the handler's symbol in conv.cc.
+# XLA FFI target name -> the handler's symbol in SOURCES.
 TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_conv_weight_grad': 'RedconvConvWeightGrad',
            'redconv_bn_stats': 'RedconvBnStats',
@@ -51,8 +51,8 @@ TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_bn_grad_input_residual': 'RedconvBnGradInputResidual'}
 _HERE = os.path.dirname(__file__)
 # Compiled together into one library (batch_norm.cc: BatchNorm's passes, norm.py).
-SOURCES = tuple(os.path.join(_HERE, name) for name in ('conv.cc', 'batch_norm.cc'))
-HEADERS = (os.path.join(_HERE, 'parallel_for.h'),)
+SOURCES = tuple(os.path.join(_HERE, name) for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc'))
+HEADERS = tuple(os.path.join(_HERE, name) for name in ('conv_common.h', 'parallel_for.h'))
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # the layouts every function here takes
 

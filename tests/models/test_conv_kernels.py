@@ -24,6 +24,10 @@ CASES = [  # (x shape, kernel shape, padding, strides)
     ((4, 16, 16, 16), (1, 1, 16, 32), ((0, 0), (0, 0)), (2, 2)),  # its 1x1 shortcut
     ((3, 9, 10, 3), (3, 3, 3, 7), ((1, 1), (1, 1)), (2, 3)),
     ((1, 5, 5, 4), (3, 3, 4, 16), ((3, 3), (0, 2)), (1, 1)),      # rows of zeros only
+    # C a multiple of 16 (the weight gradient's lanes over input channels): 7 outputs
+    # (blocks of 4 + 3), 18 vectors of dW rows (6 + 6 + 6); 130 output rows, two row
+    # ranges of one image's chunk.
+    ((2, 130, 12, 32), (3, 3, 32, 7), ((1, 1), (1, 1)), (1, 1)),
 ]
 
 

@@ -1,0 +1,137 @@
+// What the convolution kernels (conv.cc: forward; weight_grad.cc: weight gradient)
+// share: the vector type, a convolution's geometry, its zero padding a chunk of images
+// at a time, the table of register-blocked kernels and the handlers' binding.
+#ifndef REDCONV_CONV_COMMON_H_
+#define REDCONV_CONV_COMMON_H_
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace redconv {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;  // floats per vector register
+constexpr int kRegisters = 28;  // of 32, for accumulators
+#else
+constexpr int kLanes = 8;
+constexpr int kRegisters = 12;  // of 16 (AVX2, NEON pairs)
+#endif
+constexpr int kMaxTiles = 4;  // output channels per block: up to 4 vectors
+constexpr int kMaxRows = 12;  // M rows per block
+typedef float Vec __attribute__((vector_size(kLanes * 4)));
+
+struct Geometry {
+  int64_t h, w;       // input (per image)
+  int64_t hp, wp, c;  // padded input (per image)
+  int64_t ho, wo, o;  // output (per image)
+  int64_t sh, sw;     // strides
+  int64_t top, left;  // padding before the input
+  int64_t kh, kw;     // kernel window
+};
+
+// The instantiations of a block kernel K for every (rows, tiles) up to (kMaxRows,
+// kMaxTiles), picked at run time: the block sizes must be compile-time constants for
+// the accumulators to live in registers.
+template <typename K, int kTiles, int... kRows>
+constexpr auto MakeRow(std::integer_sequence<int, kRows...>) {
+  return std::array{K::template kFn<kRows + 1, kTiles>...};
+}
+
+template <typename K>
+inline auto Lookup(int rows, int tiles) {
+  static constexpr auto kRow1 = MakeRow<K, 1>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kRow2 = MakeRow<K, 2>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kRow3 = MakeRow<K, 3>(std::make_integer_sequence<int, kMaxRows>{});
+  static constexpr auto kRow4 = MakeRow<K, 4>(std::make_integer_sequence<int, kMaxRows>{});
+  switch (tiles) {
+    case 1: return kRow1[rows - 1];
+    case 2: return kRow2[rows - 1];
+    case 3: return kRow3[rows - 1];
+    default: return kRow4[rows - 1];
+  }
+}
+
+// Calls fn(block, m0, o0) with the block kernel K for (rows, tiles) blocks covering the
+// rows [0, m_total) (weight gradient: kh*kw*C inputs; forward: a row's pixels) times the
+// whole vectors of the output channels [0, o), as many tiles as fit; returns the first
+// output channel past them (the caller's scalar tail starts there).
+template <typename K, typename F>
+int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
+  int64_t o0 = 0;
+  for (; o0 + kLanes <= o; o0 += kMaxTiles * kLanes) {
+    const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (o - o0) / kLanes));
+    const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
+    for (int64_t m0 = 0; m0 < m_total; m0 += max_rows) {
+      const int rows = static_cast<int>(std::min<int64_t>(max_rows, m_total - m0));
+      fn(Lookup<K>(rows, tiles), m0, o0);
+    }
+    if (tiles < kMaxTiles) return o0 + tiles * kLanes;
+  }
+  return o0;
+}
+
+// Images [n0, n1) of x, padded with zeros to the windows the output reads, into xpad.
+inline void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float* xpad) {
+  std::memset(xpad, 0, (n1 - n0) * g.hp * g.wp * g.c * sizeof(float));
+  const int64_t j0 = std::max<int64_t>(0, g.left), j1 = std::min(g.wp, g.w + g.left);
+  if (j1 <= j0) return;
+  for (int64_t b = n0; b < n1; ++b)
+    for (int64_t i = 0; i < g.hp; ++i) {
+      const int64_t yi = i - g.top;
+      if (yi < 0 || yi >= g.h) continue;
+      std::memcpy(xpad + (((b - n0) * g.hp + i) * g.wp + j0) * g.c,
+                  x + ((b * g.h + yi) * g.w + (j0 - g.left)) * g.c, (j1 - j0) * g.c * 4);
+    }
+}
+
+// Calls fn(c0, c1, xpad) for the images [n0, n1) in chunks whose padded input and
+// output (~512 KiB) stay in L2 across the blocks; each chunk is padded here, by the
+// thread that uses it, so the copy stays in its cache.
+template <typename F>
+void ForEachChunk(const Geometry& g, const float* x, int64_t n0, int64_t n1, F fn) {
+  const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
+  const int64_t chunk = std::max<int64_t>(1, (512 << 10) / image_bytes);
+  std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
+  for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+    const int64_t c1 = std::min(n1, c0 + chunk);
+    Pad(g, x, c0, c1, xpad.data());
+    fn(c0, c1, xpad.data());
+  }
+}
+
+// The geometry of x [N, H, W, C] * w [kh, kw, C, O] -> y [N, H', W', O] (the padded
+// input spans exactly the windows y reads); false if the shapes do not fit together.
+template <typename Dims>
+bool MakeGeometry(Dims x, Dims w, Dims y, int64_t pad_top, int64_t pad_left,
+                  int64_t stride_h, int64_t stride_w, Geometry* g) {
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4 || y[0] != x[0] || w[2] != x[3] ||
+      y[3] != w[3] || pad_top < 0 || pad_left < 0 || stride_h < 1 || stride_w < 1)
+    return false;
+  *g = Geometry{x[1], x[2], (y[1] - 1) * stride_h + w[0], (y[2] - 1) * stride_w + w[1], x[3],
+                y[1], y[2], y[3], stride_h, stride_w, pad_top, pad_left, w[0], w[1]};
+  return true;
+}
+
+// Both handlers: two float32 operands and one result, the padding before the input and
+// the strides; XLA's intra-op thread pool to run the parts on.
+inline auto ConvBinding() {
+  return xla::ffi::Ffi::Bind()
+      .Ctx<xla::ffi::ThreadPool>()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Ret<xla::ffi::Buffer<xla::ffi::F32>>()
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w");
+}
+
+}  // namespace redconv
+
+#endif  // REDCONV_CONV_COMMON_H_

@@ -1,0 +1,230 @@
+// The weight gradient of an NHWC x HWIO convolution (float32, no dilation, one group) for
+// XLA:CPU, as an XLA FFI handler (the forward pass and the design: conv.cc):
+//
+//   dW[i, j, c, o] = sum over (n, v, u) of xpad[n, v*sh+i, u*sw+j, c] * dy[n, v, u, o]
+//
+// Two register blockings of the same sums: Block (vector lanes over output channels)
+// and ChannelBlock (lanes over input channels, for C a multiple of the vector width and
+// fewer than two vectors of outputs), each element summed in the same order by both.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+#include "conv_common.h"
+#include "parallel_for.h"
+
+namespace ffi = xla::ffi;
+using namespace redconv;  // NOLINT: the kernels' own shared vocabulary
+
+namespace {
+
+// acc[r][t] += xpad[p + offset[r]] * dy[p, o0 + t * kLanes ...] over the images [0, n1).
+template <int kRows, int kTiles>
+void Block(const Geometry& g, const float* xpad, const float* dy, const int64_t* offset,
+           int64_t n0, int64_t n1, int64_t o0, float* out) {
+  Vec acc[kRows][kTiles];
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTiles; ++t) acc[r][t] = Vec{};
+  int64_t off[kRows];
+  for (int r = 0; r < kRows; ++r) off[r] = offset[r];
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t y = 0; y < g.ho; ++y) {
+      const float* x_row = xpad + (n * g.hp + y * g.sh) * g.wp * g.c;
+      const float* dy_row = dy + (n * g.ho + y) * g.wo * g.o + o0;
+      for (int64_t x = 0; x < g.wo; ++x) {
+        const float* xp = x_row + x * g.sw * g.c;
+        const float* dp = dy_row + x * g.o;
+        Vec d[kTiles];
+        for (int t = 0; t < kTiles; ++t) std::memcpy(&d[t], dp + t * kLanes, sizeof(Vec));
+        for (int r = 0; r < kRows; ++r) {
+          const Vec a = xp[off[r]] - Vec{};  // broadcast
+          for (int t = 0; t < kTiles; ++t) acc[r][t] += a * d[t];
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTiles; ++t) {
+      float* dst = out + r * g.o + o0 + t * kLanes;
+      Vec sum;
+      std::memcpy(&sum, dst, sizeof(Vec));
+      sum += acc[r][t];
+      std::memcpy(dst, &sum, sizeof(Vec));
+    }
+}
+
+// Output channels past the last whole vector (O not a multiple of kLanes): scalar.
+void Tail(const Geometry& g, const float* xpad, const float* dy, const int64_t* offset,
+          int64_t rows, int64_t n0, int64_t n1, int64_t o0, float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = o0; o < g.o; ++o) {
+      float sum = 0.0f;
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t y = 0; y < g.ho; ++y)
+          for (int64_t x = 0; x < g.wo; ++x)
+            sum += xpad[((n * g.hp + y * g.sh) * g.wp + x * g.sw) * g.c + offset[r]] *
+                   dy[((n * g.ho + y) * g.wo + x) * g.o + o];
+      out[r * g.o + o] += sum;
+    }
+}
+
+struct WeightGradKernel {
+  template <int kRows, int kTiles> static constexpr auto kFn = &Block<kRows, kTiles>;
+};
+
+// The gradient over images [n0, n1), accumulated into out [M, O] (zeroed by the caller).
+void Part(const Geometry& g, const float* x, const float* dy_all,
+          const std::vector<int64_t>& offset, int64_t n0, int64_t n1, float* out) {
+  const int64_t rows_total = static_cast<int64_t>(offset.size());
+  ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
+    const float* dy = dy_all + c0 * g.ho * g.wo * g.o;
+    const int64_t o0 = ForEachBlock<WeightGradKernel>(
+        rows_total, g.o, [&](auto block, int64_t m0, int64_t o0) {
+          block(g, xpad, dy, offset.data() + m0, 0, c1 - c0, o0, out + m0 * g.o);
+        });
+    if (o0 < g.o) Tail(g, xpad, dy, offset.data(), rows_total, 0, c1 - c0, o0, out);
+  });
+}
+
+// The weight gradient with the vector lanes over input channels (C a multiple of
+// kLanes): acc[r][v] += xpad[p + offset[v] ...] * dy[p, o0 + r] (broadcast), kOuts
+// output channels times kVecs vectors of kLanes rows of dW. Each x vector is loaded once
+// per pixel for kOuts FMAs and each dy value once for kVecs, where the blocks of Block
+// above reload and re-broadcast through a dozen row offsets (spilled registers) and run
+// one vector of 16 outputs. Every element still sums the same products in the same
+// order (pixels of a chunk from zero, then into out), so the result is the same to the
+// bit: the accumulators are kept in `state` between the row ranges of a chunk.
+#if defined(__AVX512F__)
+constexpr int kMaxOuts = 4, kMaxVecs = 6;  // 24 accumulators + 6 x vectors + 1 broadcast
+#else
+constexpr int kMaxOuts = 3, kMaxVecs = 3;
+#endif
+
+template <int kOuts, int kVecs>
+void ChannelBlock(const Geometry& g, const float* xpad, const float* dy,
+                  const int64_t* vec_offset, int64_t n, int64_t y0, int64_t y1, int64_t o0,
+                  float* state) {
+  Vec acc[kOuts][kVecs];
+  std::memcpy(acc, state, sizeof(acc));
+  int64_t off[kVecs];
+  for (int v = 0; v < kVecs; ++v) off[v] = vec_offset[v];
+  for (int64_t y = y0; y < y1; ++y) {
+    const float* x_row = xpad + (n * g.hp + y * g.sh) * g.wp * g.c;
+    const float* dy_row = dy + (n * g.ho + y) * g.wo * g.o + o0;
+    for (int64_t x = 0; x < g.wo; ++x) {
+      const float* xp = x_row + x * g.sw * g.c;
+      const float* dp = dy_row + x * g.o;
+      Vec xv[kVecs];
+      for (int v = 0; v < kVecs; ++v) std::memcpy(&xv[v], xp + off[v], sizeof(Vec));
+      for (int r = 0; r < kOuts; ++r) {
+        const Vec b = dp[r] - Vec{};  // broadcast
+        for (int v = 0; v < kVecs; ++v) acc[r][v] += xv[v] * b;
+      }
+    }
+  }
+  std::memcpy(state, acc, sizeof(acc));
+}
+
+template <int kOuts, int... kVecs>
+constexpr auto MakeChannelRow(std::integer_sequence<int, kVecs...>) {
+  return std::array{&ChannelBlock<kOuts, kVecs + 1>...};
+}
+
+template <int... kOuts>
+constexpr auto MakeChannelTable(std::integer_sequence<int, kOuts...>) {
+  return std::array{MakeChannelRow<kOuts + 1>(std::make_integer_sequence<int, kMaxVecs>{})...};
+}
+
+auto LookupChannelBlock(int outs, int vecs) {
+  static constexpr auto kTable = MakeChannelTable(std::make_integer_sequence<int, kMaxOuts>{});
+  return kTable[outs - 1][vecs - 1];
+}
+
+// The gradient over images [n0, n1), accumulated into out [M, O] (zeroed by the caller),
+// with ChannelBlock: per chunk, rows of ~256 KiB of x and dy that stay in L2 while every
+// block passes over them.
+void ChannelPart(const Geometry& g, const float* x, const float* dy_all, int64_t n0,
+                 int64_t n1, float* out) {
+  const int64_t vecs_total = g.kh * g.kw * g.c / kLanes;
+  std::vector<int64_t> vec_offset(vecs_total);
+  for (int64_t k = 0; k < vecs_total; ++k) {
+    const int64_t tap = k * kLanes / g.c, c0 = k * kLanes % g.c;
+    vec_offset[k] = ((tap / g.kw) * g.wp + tap % g.kw) * g.c + c0;
+  }
+  struct Blk { int outs, vecs; int64_t o0, k0; };
+  std::vector<Blk> blocks;
+  for (int64_t o0 = 0; o0 < g.o; o0 += kMaxOuts)
+    for (int64_t k0 = 0; k0 < vecs_total; k0 += kMaxVecs)
+      blocks.push_back({static_cast<int>(std::min<int64_t>(kMaxOuts, g.o - o0)),
+                        static_cast<int>(std::min<int64_t>(kMaxVecs, vecs_total - k0)), o0, k0});
+  constexpr int64_t kStateFloats = kMaxOuts * kMaxVecs * kLanes;
+  std::vector<float> state(blocks.size() * kStateFloats);
+  const int64_t row_bytes = (g.wo * g.o + g.sh * g.wp * g.c) * 4;
+  const int64_t rows_per_range = std::max<int64_t>(1, (24 << 10) / row_bytes);
+  ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
+    const float* dy = dy_all + c0 * g.ho * g.wo * g.o;
+    std::fill(state.begin(), state.end(), 0.0f);
+    for (int64_t n = 0; n < c1 - c0; ++n)
+      for (int64_t y0 = 0; y0 < g.ho; y0 += rows_per_range) {
+        const int64_t y1 = std::min(g.ho, y0 + rows_per_range);
+        for (size_t b = 0; b < blocks.size(); ++b) {
+          const Blk& blk = blocks[b];
+          LookupChannelBlock(blk.outs, blk.vecs)(g, xpad, dy, vec_offset.data() + blk.k0, n, y0,
+                                                 y1, blk.o0, state.data() + b * kStateFloats);
+        }
+      }
+    // out += the chunk's sums, accumulator [r][v] lane l -> dW row (k0 + v) * kLanes + l.
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      const Blk& blk = blocks[b];
+      const float* st = state.data() + b * kStateFloats;
+      for (int r = 0; r < blk.outs; ++r)
+        for (int v = 0; v < blk.vecs; ++v)
+          for (int l = 0; l < kLanes; ++l)
+            out[((blk.k0 + v) * kLanes + l) * g.o + blk.o0 + r] +=
+                st[(r * blk.vecs + v) * kLanes + l];
+    }
+  });
+}
+
+ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
+                      ffi::Buffer<ffi::F32> out_grad, ffi::ResultBuffer<ffi::F32> kernel_grad,
+                      int64_t pad_top, int64_t pad_left, int64_t stride_h,
+                      int64_t stride_w) {
+  Geometry g;
+  if (!MakeGeometry(lhs.dimensions(), kernel_grad->dimensions(), out_grad.dimensions(),
+                    pad_top, pad_left, stride_h, stride_w, &g))
+    return ffi::Error::InvalidArgument(
+        "conv weight gradient: expected x [N, H, W, C], dy [N, H', W', O], dW [kh, kw, C, O]");
+  const int64_t n = lhs.dimensions()[0], kh = g.kh, kw = g.kw, c = g.c, o = g.o;
+  std::vector<int64_t> offset;
+  for (int64_t i = 0; i < kh; ++i)
+    for (int64_t j = 0; j < kw; ++j)
+      for (int64_t k = 0; k < c; ++k) offset.push_back((i * g.wp + j) * c + k);
+  const int64_t m = kh * kw * c;
+  // A fixed number of parts (not the thread count): the same sums on every machine.
+  const int64_t parts = std::min<int64_t>(n, 4);
+  std::vector<float> partial(parts * m * o, 0.0f);
+  ParallelFor(pool, parts, [&](int64_t i) {
+    if (c % kLanes == 0 && o < 2 * kLanes)
+      ChannelPart(g, lhs.typed_data(), out_grad.typed_data(), n * i / parts,
+                  n * (i + 1) / parts, partial.data() + i * m * o);
+    else
+      Part(g, lhs.typed_data(), out_grad.typed_data(), offset, n * i / parts,
+           n * (i + 1) / parts, partial.data() + i * m * o);
+  });
+  float* dw = kernel_grad->typed_data();
+  for (int64_t k = 0; k < m * o; ++k) {
+    float sum = partial[k];
+    for (int64_t i = 1; i < parts; ++i) sum += partial[i * m * o + k];
+    dw[k] = sum;
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvWeightGrad, WeightGrad, ConvBinding());
