@@ -66,8 +66,9 @@ bool RowsAndChannels(Dims dims, int64_t* rows, int64_t* channels) {
   return true;
 }
 
-// For every part, sum1[c] += f1(p, c) and sum2[c] += f2(p, c) over its rows (in float
-// over blocks, then double), then the parts in order into out1 / out2 (double).
+// Two per-channel sums over the rows: terms(p, s1, s2) adds row p's terms into the float
+// accumulators s1[C], s2[C] of its block (rows rotate over kRowSets of them); blocks
+// are added into each part's double sums, the parts in order into out1 / out2.
 template <typename F>
 void ChannelSums(ffi::ThreadPool& pool, int64_t rows, int64_t channels, F terms,
                  std::vector<double>* out1, std::vector<double>* out2) {
@@ -102,7 +103,7 @@ void ChannelSums(ffi::ThreadPool& pool, int64_t rows, int64_t channels, F terms,
     }
 }
 
-// Runs rows(p0, p1) over the parts of [0, rows) on the pool.
+// Runs fn(p0, p1) for the parts [p0, p1) of [0, rows) on the pool.
 template <typename F>
 void ForRows(ffi::ThreadPool& pool, int64_t rows, F fn) {
   const int64_t parts = std::max<int64_t>(1, std::min(kParts, rows));

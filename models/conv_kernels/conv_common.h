@@ -67,9 +67,13 @@ int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
   for (; o0 + kLanes <= o; o0 += kMaxTiles * kLanes) {
     const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (o - o0) / kLanes));
     const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
-    for (int64_t m0 = 0; m0 < m_total; m0 += max_rows) {
-      const int rows = static_cast<int>(std::min<int64_t>(max_rows, m_total - m0));
+    // Rows split evenly (8 = 4 + 4, not 7 + 1): a block of few rows has too few
+    // independent accumulators to hide the multiply-add latency.
+    const int64_t blocks = (m_total + max_rows - 1) / max_rows;
+    for (int64_t b = 0, m0 = 0; b < blocks; ++b) {
+      const int rows = static_cast<int>(m_total / blocks + (b < m_total % blocks));
       fn(Lookup<K>(rows, tiles), m0, o0);
+      m0 += rows;
     }
     if (tiles < kMaxTiles) return o0 + tiles * kLanes;
   }
