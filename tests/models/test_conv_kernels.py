@@ -28,6 +28,9 @@ CASES = [  # (x shape, kernel shape, padding, strides)
     # (blocks of 4 + 3), 18 vectors of dW rows (6 + 6 + 6); 130 output rows, two row
     # ranges of one image's chunk.
     ((2, 130, 12, 32), (3, 3, 32, 7), ((1, 1), (1, 1)), (1, 1)),
+    # Rows split evenly into blocks: 9 pixels of 64 outputs as 5 + 4, 144 dW rows as
+    # 18 blocks of 7 and 3 of 6.
+    ((2, 5, 9, 16), (3, 3, 16, 64), ((1, 1), (1, 1)), (1, 1)),
 ]
 
 
