@@ -11,12 +11,12 @@ Offline, on the four official IDX files:
       --config.data.data_dir=../shared/data/fashion_mnist
 Online, TFDS downloads the data (the default source). Quick smoke run:
   python -m experiments.dense_vs_conv --config=experiments/dense_vs_conv.py:runlocal
-Measured on the 2-core Intel Xeon (default config, idx source, 2026-11-27 12:35 UTC):
-3 min 18 s for the whole command (the code before BatchNorm's custom CPU gradient, 3 min
-45 s right before it; the machine's speed drifts ~30% between hours, README); MLP 0.8981,
-CNN 0.9299 test accuracy on all 10,000 test images (0.9296 before that gradient, 0.9303
-before the compiled kernels, 0.9298 on an AMD EPYC: the CNN's last digits follow the
-float32 rounding of such changes, README).
+Measured on the 2-core Intel Xeon (default config, idx source, 2026-11-27 14:53 UTC):
+3 min 6 s for the whole command (the code before BatchNorm's compiled CPU passes, 3 min
+20 s right after it; the machine's speed drifts ~30% between hours, README); MLP 0.8981,
+CNN 0.9307 test accuracy on all 10,000 test images (0.9299 before those passes, 0.9296
+before BatchNorm's custom gradient, 0.9303 before the compiled kernels, 0.9298 on an AMD
+EPYC: the CNN's last digits follow the float32 rounding of such changes, README).
 """
 from __future__ import annotations
 

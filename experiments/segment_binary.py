@@ -26,7 +26,10 @@ Xeon, 2026-11-27, other jobs of ours beside it): isbi foreground Dice 0.9513 (me
 0.7937, mIoU 0.7825) in 14.6 min; shapes Dice 0.9933 in 3.9 min (quiet). Rerun with
 BatchNorm's custom CPU gradient (models/batch_norm.py; same Xeon, 2026-11-27 afternoon,
 one run after another, load ~1.8): isbi foreground Dice 0.9509 (membrane 0.7919, mIoU
-0.7810) in 6.9 min (training 372 s); shapes Dice 0.9939 in 3.9 min.
+0.7810) in 6.9 min (training 372 s); shapes Dice 0.9939 in 3.9 min. Rerun with
+BatchNorm's passes as compiled kernels (models/conv_kernels/batch_norm.cc; same Xeon,
+2026-11-27 evening, beside benchmarks of ours, no timing): isbi foreground Dice 0.9512
+(membrane 0.7925, mIoU 0.7816); shapes Dice 0.9937.
 """
 from __future__ import annotations
 
