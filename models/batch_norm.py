@@ -75,6 +75,15 @@ def _cpu_fused(x, scale, bias, residual, epsilon, relu):
   return fused(x, scale, bias, residual, epsilon, relu)
 
 
+def _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count):
+  """`(c, d)` of dx = a dy + c x_hat + d per channel: the gradient through x_hat, plus the
+  (usually zero) cotangents of the returned statistics, d mean / dx = 1 / count and
+  d var / dx = 2 (x - mean) / count."""
+  c = (2.0 * var_grad / rstd - a * scale_grad) / count
+  d = (mean_grad - a * sum_grad) / count
+  return c, d
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_train(relu: bool, with_residual: bool):
   """`(x, scale, bias, residual, epsilon) -> (out, mean, var)` with its custom VJP."""
@@ -100,8 +109,7 @@ def _fused_train(relu: bool, with_residual: bool):
       # then dx (and the residual's g) in one.
       sum_grad, centered_grad = norm_kernels.grad_sums(out_grad, x, out, mean, relu)
       scale_grad = rstd * centered_grad
-      c = (2.0 * var_grad / rstd - a * scale_grad) / count
-      d = (mean_grad - a * sum_grad) / count
+      c, d = _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
       g_needed = with_residual and relu
       x_grad = norm_kernels.grad_input(out_grad, x, out, mean, a, c * rstd, d, relu,
                                        with_g=g_needed)
@@ -118,11 +126,7 @@ def _fused_train(relu: bool, with_residual: bool):
     x_hat = x * rstd - mean * rstd
     sum_grad = jnp.sum(y_grad, axes)
     scale_grad = jnp.sum(y_grad * x_hat, axes)
-    # dx = a dy + c x_hat + d per channel: the gradient through x_hat, plus the
-    # (usually zero) cotangents of the returned statistics, d mean / dx = 1 / count
-    # and d var / dx = 2 (x - mean) / count.
-    c = (2.0 * var_grad / rstd - a * scale_grad) / count
-    d = (mean_grad - a * sum_grad) / count
+    c, d = _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
     x_grad = a * y_grad + c * x_hat + d
     return x_grad, scale_grad, sum_grad, y_grad if with_residual else None
 

@@ -4,9 +4,9 @@ For an NHWC / HWIO float32 convolution (no dilation, one group):
 `forward(lhs, rhs, padding, strides)`, `input_grad(out_grad, rhs, padding)` (stride 1:
 the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel_shape,
 padding, strides)`. On CPU they run `conv.cc` and `weight_grad.cc`, GEMM kernels that
-keep a block of accumulators in vector registers: XLA's own (Eigen) weight gradient was 2-4x slower
-than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that is where
-our conv nets lost to Keras (benchmarks/README.md). On GPU and TPU, and wherever the
+keep a block of accumulators in vector registers: XLA's own (Eigen) weight gradient was
+2-4x slower than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that
+is where our conv nets lost to Keras (benchmarks/README.md). On GPU and TPU, and wherever the
 kernels cannot be built, they are lax's own: the same sums in another order. On a
 mesh of several CPU devices XLA's partitioner gathers the batch around each call (the
 results are right, the work is not split; one CPU device is the project's setting,
@@ -51,8 +51,10 @@ TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_bn_grad_input_residual': 'RedconvBnGradInputResidual'}
 _HERE = os.path.dirname(__file__)
 # Compiled together into one library (batch_norm.cc: BatchNorm's passes, norm.py).
-SOURCES = tuple(os.path.join(_HERE, name) for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc'))
-HEADERS = tuple(os.path.join(_HERE, name) for name in ('conv_common.h', 'parallel_for.h'))
+SOURCES = tuple(os.path.join(_HERE, name)
+                for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc'))
+HEADERS = tuple(os.path.join(_HERE, name)
+                for name in ('conv_common.h', 'parallel_for.h', 'vector.h'))
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # the layouts every function here takes
 

@@ -16,9 +16,12 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "parallel_for.h"
+#include "vector.h"
 
 namespace ffi = xla::ffi;
+using redconv::kLanes;
 using redconv::ParallelFor;
+using redconv::Vec;
 
 namespace {
 
@@ -26,13 +29,6 @@ constexpr int64_t kParts = 8;       // row ranges (fixed: the same sums on every
 constexpr int64_t kBlockRows = 64;  // rows summed in float before the double accumulators
 constexpr int64_t kRowSets = 4;     // block accumulators rows rotate over (no store-to-load
                                     // chain from one row to the next when C is small)
-
-#if defined(__AVX512F__)
-constexpr int64_t kLanes = 16;  // floats per vector register
-#else
-constexpr int64_t kLanes = 8;
-#endif
-typedef float Vec __attribute__((vector_size(kLanes * 4)));
 
 // Loads and stores of a float or a vector of kLanes floats, so that one generic body
 // serves a row's whole vectors and its scalar tail (C not a multiple of kLanes).
@@ -118,7 +114,8 @@ ffi::Error Stats(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffe
   int64_t rows, channels;
   if (!RowsAndChannels(x.dimensions(), &rows, &channels) || rows == 0 ||
       mean->element_count() != channels || var->element_count() != channels)
-    return ffi::Error::InvalidArgument("batch-norm statistics: expected x [..., C], mean [C], var [C]");
+    return ffi::Error::InvalidArgument(
+        "batch-norm statistics: expected x [..., C], mean [C], var [C]");
   const float* xs = x.typed_data();
   std::vector<double> sum, sum_sq;
   ChannelSums(pool, rows, channels, [&](int64_t p, float* s1, float* s2) {

@@ -1,5 +1,5 @@
 // What the convolution kernels (conv.cc: forward; weight_grad.cc: weight gradient)
-// share: the vector type, a convolution's geometry, its zero padding a chunk of images
+// share: a convolution's geometry, its zero padding a chunk of images
 // at a time, the table of register-blocked kernels and the handlers' binding.
 #ifndef REDCONV_CONV_COMMON_H_
 #define REDCONV_CONV_COMMON_H_
@@ -12,19 +12,17 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "vector.h"
 
 namespace redconv {
 
 #if defined(__AVX512F__)
-constexpr int kLanes = 16;  // floats per vector register
 constexpr int kRegisters = 28;  // of 32, for accumulators
 #else
-constexpr int kLanes = 8;
 constexpr int kRegisters = 12;  // of 16 (AVX2, NEON pairs)
 #endif
 constexpr int kMaxTiles = 4;  // output channels per block: up to 4 vectors
 constexpr int kMaxRows = 12;  // M rows per block
-typedef float Vec __attribute__((vector_size(kLanes * 4)));
 
 struct Geometry {
   int64_t h, w;       // input (per image)

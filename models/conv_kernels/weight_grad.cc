@@ -145,8 +145,8 @@ auto LookupChannelBlock(int outs, int vecs) {
 }
 
 // The gradient over images [n0, n1), accumulated into out [M, O] (zeroed by the caller),
-// with ChannelBlock: per chunk, rows of ~256 KiB of x and dy that stay in L2 while every
-// block passes over them.
+// with ChannelBlock: per chunk, output rows in ranges of ~24 KiB of x and dy that stay
+// in L1/L2 while every block passes over them.
 void ChannelPart(const Geometry& g, const float* x, const float* dy_all, int64_t n0,
                  int64_t n1, float* out) {
   const int64_t vecs_total = g.kh * g.kw * g.c / kLanes;
@@ -200,16 +200,20 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
     return ffi::Error::InvalidArgument(
         "conv weight gradient: expected x [N, H, W, C], dy [N, H', W', O], dW [kh, kw, C, O]");
   const int64_t n = lhs.dimensions()[0], kh = g.kh, kw = g.kw, c = g.c, o = g.o;
+  // Lanes over input channels where they fill whole vectors and the outputs are too few
+  // for Block's tiles (measured: benchmarks/README.md); Block's row offsets otherwise.
+  const bool by_channel = c % kLanes == 0 && o < 2 * kLanes;
   std::vector<int64_t> offset;
-  for (int64_t i = 0; i < kh; ++i)
-    for (int64_t j = 0; j < kw; ++j)
-      for (int64_t k = 0; k < c; ++k) offset.push_back((i * g.wp + j) * c + k);
+  if (!by_channel)
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j)
+        for (int64_t k = 0; k < c; ++k) offset.push_back((i * g.wp + j) * c + k);
   const int64_t m = kh * kw * c;
   // A fixed number of parts (not the thread count): the same sums on every machine.
   const int64_t parts = std::min<int64_t>(n, 4);
   std::vector<float> partial(parts * m * o, 0.0f);
   ParallelFor(pool, parts, [&](int64_t i) {
-    if (c % kLanes == 0 && o < 2 * kLanes)
+    if (by_channel)
       ChannelPart(g, lhs.typed_data(), out_grad.typed_data(), n * i / parts,
                   n * (i + 1) / parts, partial.data() + i * m * o);
     else

@@ -46,8 +46,7 @@ def test_statistics(shape):
 def test_output(shape, relu, with_residual):
   x, _, residual, (mean, mul, bias, _) = _arrays(shape)
   residual = residual if with_residual else None
-  got = jax.jit(lambda *a: norm.apply(*a, relu=relu), static_argnums=())(
-      x, mean, mul, bias, residual)
+  got = jax.jit(lambda *a: norm.apply(*a, relu=relu))(x, mean, mul, bias, residual)
   expected = (x.astype(np.float64) - mean) * mul + bias
   if with_residual:
     expected = expected + residual
