@@ -20,7 +20,9 @@
 
 namespace ffi = xla::ffi;
 using redconv::kLanes;
+using redconv::LoadVec;
 using redconv::ParallelFor;
+using redconv::StoreVec;
 using redconv::Vec;
 
 namespace {
@@ -33,9 +35,9 @@ constexpr int64_t kRowSets = 4;     // block accumulators rows rotate over (no s
 // Loads and stores of a float or a vector of kLanes floats, so that one generic body
 // serves a row's whole vectors and its scalar tail (C not a multiple of kLanes).
 inline void LoadTo(const float* p, float* v) { *v = *p; }
-inline void LoadTo(const float* p, Vec* v) { std::memcpy(v, p, sizeof(Vec)); }
+inline void LoadTo(const float* p, Vec* v) { *v = LoadVec(p); }
 inline void StoreFrom(float* p, float v) { *p = v; }
-inline void StoreFrom(float* p, const Vec& v) { std::memcpy(p, &v, sizeof(Vec)); }
+inline void StoreFrom(float* p, const Vec& v) { StoreVec(p, v); }
 template <typename T> inline T Load(const float* p) { T v; LoadTo(p, &v); return v; }
 inline float Select(bool keep, float v) { return keep ? v : 0.0f; }
 inline Vec Select(decltype(Vec{} > 0) keep, const Vec& v) { return keep ? v : Vec{}; }

@@ -16,13 +16,25 @@
 
 namespace redconv {
 
+// A block holds rows x tiles accumulators, its tiles' loaded vectors and, where the
+// multiply-add cannot broadcast an operand from memory (AVX2; AVX-512 can), the
+// broadcast: together no more than the vector registers. With AVX2's 16, blocks of two
+// vectors of outputs (6 rows) ran fastest; 3 or 4 (4 or 2 rows) were 10-40% slower
+// (benchmarks/README.md).
 #if defined(__AVX512F__)
-constexpr int kRegisters = 28;  // of 32, for accumulators
-#else
-constexpr int kRegisters = 12;  // of 16 (AVX2, NEON pairs)
-#endif
+constexpr int kVectorRegisters = 32, kBroadcastRegisters = 0;
 constexpr int kMaxTiles = 4;  // output channels per block: up to 4 vectors
+#else
+constexpr int kVectorRegisters = 16, kBroadcastRegisters = 1;  // AVX2 (NEON pairs)
+constexpr int kMaxTiles = 2;
+#endif
 constexpr int kMaxRows = 12;  // M rows per block
+
+// The rows of a block of `tiles` vectors that fit the registers (at least one).
+constexpr int MaxRows(int tiles) {
+  return std::min(kMaxRows,
+                  std::max(1, (kVectorRegisters - kBroadcastRegisters - tiles) / tiles));
+}
 
 struct Geometry {
   int64_t h, w;       // input (per image)
@@ -64,7 +76,7 @@ int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
   int64_t o0 = 0;
   for (; o0 + kLanes <= o; o0 += kMaxTiles * kLanes) {
     const int tiles = static_cast<int>(std::min<int64_t>(kMaxTiles, (o - o0) / kLanes));
-    const int max_rows = std::min(kMaxRows, std::max(1, kRegisters / tiles));
+    const int max_rows = MaxRows(tiles);
     // Rows split evenly (8 = 4 + 4, not 7 + 1): a block of few rows has too few
     // independent accumulators to hide the multiply-add latency.
     const int64_t blocks = (m_total + max_rows - 1) / max_rows;

@@ -39,7 +39,7 @@ void Block(const Geometry& g, const float* xpad, const float* dy, const int64_t*
         const float* xp = x_row + x * g.sw * g.c;
         const float* dp = dy_row + x * g.o;
         Vec d[kTiles];
-        for (int t = 0; t < kTiles; ++t) std::memcpy(&d[t], dp + t * kLanes, sizeof(Vec));
+        for (int t = 0; t < kTiles; ++t) d[t] = LoadVec(dp + t * kLanes);
         for (int r = 0; r < kRows; ++r) {
           const Vec a = xp[off[r]] - Vec{};  // broadcast
           for (int t = 0; t < kTiles; ++t) acc[r][t] += a * d[t];
@@ -50,10 +50,7 @@ void Block(const Geometry& g, const float* xpad, const float* dy, const int64_t*
   for (int r = 0; r < kRows; ++r)
     for (int t = 0; t < kTiles; ++t) {
       float* dst = out + r * g.o + o0 + t * kLanes;
-      Vec sum;
-      std::memcpy(&sum, dst, sizeof(Vec));
-      sum += acc[r][t];
-      std::memcpy(dst, &sum, sizeof(Vec));
+      StoreVec(dst, LoadVec(dst) + acc[r][t]);
     }
 }
 
@@ -109,7 +106,8 @@ void ChannelBlock(const Geometry& g, const float* xpad, const float* dy,
                   const int64_t* vec_offset, int64_t n, int64_t y0, int64_t y1, int64_t o0,
                   float* state) {
   Vec acc[kOuts][kVecs];
-  std::memcpy(acc, state, sizeof(acc));
+  for (int r = 0; r < kOuts; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = LoadVec(state + (r * kVecs + v) * kLanes);
   int64_t off[kVecs];
   for (int v = 0; v < kVecs; ++v) off[v] = vec_offset[v];
   for (int64_t y = y0; y < y1; ++y) {
@@ -119,14 +117,15 @@ void ChannelBlock(const Geometry& g, const float* xpad, const float* dy,
       const float* xp = x_row + x * g.sw * g.c;
       const float* dp = dy_row + x * g.o;
       Vec xv[kVecs];
-      for (int v = 0; v < kVecs; ++v) std::memcpy(&xv[v], xp + off[v], sizeof(Vec));
+      for (int v = 0; v < kVecs; ++v) xv[v] = LoadVec(xp + off[v]);
       for (int r = 0; r < kOuts; ++r) {
         const Vec b = dp[r] - Vec{};  // broadcast
         for (int v = 0; v < kVecs; ++v) acc[r][v] += xv[v] * b;
       }
     }
   }
-  std::memcpy(state, acc, sizeof(acc));
+  for (int r = 0; r < kOuts; ++r)
+    for (int v = 0; v < kVecs; ++v) StoreVec(state + (r * kVecs + v) * kLanes, acc[r][v]);
 }
 
 template <int kOuts, int... kVecs>
