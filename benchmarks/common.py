@@ -32,14 +32,22 @@ RESULT_PREFIX = 'RESULT '
 
 
 def cpu_model() -> str:
+  """The CPU's name and its widest x86 vector extension ('AMD EPYC (AVX2)'): the
+  compiled kernels' speed depends on it (3-5x between two builds, benchmarks/README.md)."""
+  name, flags = None, set()
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
+        if line.startswith('model name') and name is None:
+          name = line.split(':', 1)[1].strip()
+        elif line.startswith('flags') and not flags:
+          flags = set(line.split(':', 1)[1].split())
   except OSError:
     pass
-  return platform.processor() or 'unknown CPU'
+  name = name or platform.processor() or 'unknown CPU'
+  vector = next((label for flag, label in (('avx512f', 'AVX-512'), ('avx2', 'AVX2'))
+                 if flag in flags), None)
+  return f'{name} ({vector})' if vector else name
 
 
 def library_versions(names: Sequence[str]) -> dict[str, str]:

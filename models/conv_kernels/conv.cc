@@ -120,3 +120,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer<
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RedconvConvForward, Forward, ConvBinding());
+
+// The vector width the library was built with (`python -m models.conv_kernels` prints
+// it): 16 floats with AVX-512, 8 with AVX2 or NEON pairs.
+extern "C" int RedconvVectorLanes() { return redconv::kLanes; }

@@ -176,4 +176,18 @@ def test_the_command_line_says_which_kernels():
   if conv_kernels.available():
     result = subprocess.run([sys.executable, '-m', 'models.conv_kernels'],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and 'compiled convolution kernels: ' in result.stdout
+    assert result.returncode == 0 and 'compiled convolution kernels (' in result.stdout
+    assert f'({conv_kernels.vector_lanes()}-float vectors' in result.stdout
+
+
+def test_the_library_is_built_for_this_cpu():
+  # -march=native: AVX-512 machines get 16-float vectors, AVX2 ones 8 (their blocks
+  # differ: conv_common.h), whatever machine built the cache's other libraries.
+  if not conv_kernels.available():
+    pytest.skip('no compiled kernels on this machine')
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next(line for line in f if line.startswith('flags')).split()
+  except (OSError, StopIteration):
+    pytest.skip('no x86 /proc/cpuinfo flags')
+  assert conv_kernels.vector_lanes() == (16 if 'avx512f' in flags else 8)
