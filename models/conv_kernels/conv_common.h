@@ -19,8 +19,8 @@ namespace redconv {
 // A block holds rows x tiles accumulators, its tiles' loaded vectors and, where the
 // multiply-add cannot broadcast an operand from memory (AVX2; AVX-512 can), the
 // broadcast: together no more than the vector registers. With AVX2's 16, blocks of two
-// vectors of outputs (6 rows) ran fastest; 3 or 4 (4 or 2 rows) were 10-40% slower
-// (benchmarks/README.md).
+// vectors of outputs (6 rows) ran fastest; four vectors with 2 or 3 rows were up to ~40%
+// slower on most layers (benchmarks/README.md, "AVX2 machines").
 #if defined(__AVX512F__)
 constexpr int kVectorRegisters = 32, kBroadcastRegisters = 0;
 constexpr int kMaxTiles = 4;  // output channels per block: up to 4 vectors
