@@ -223,16 +223,18 @@ def weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple[int
   return lax.platform_dependent(lhs, out_grad, cpu=compiled, default=reference)
 
 
-def vector_lanes() -> int:
-  """Floats per vector register in the compiled library (16: AVX-512; 8: AVX2 or NEON)."""
-  return int(ctypes.CDLL(build()).RedconvVectorLanes())
+def vector_lanes(path: Optional[str] = None) -> int:
+  """Floats per vector register in the compiled library at `path` (default: this
+  machine's, `build()`): 16 with AVX-512; 8 with AVX2 or NEON."""
+  return int(ctypes.CDLL(path or build()).RedconvVectorLanes())
 
 
 def main() -> None:
   if available():
-    lanes = vector_lanes()
+    path = build()
+    lanes = vector_lanes(path)
     isa = {16: 'AVX-512', 8: 'AVX2 or NEON'}.get(lanes, 'unknown')
-    print(f'compiled convolution kernels ({lanes}-float vectors, {isa}): {build()}')
+    print(f'compiled convolution kernels ({lanes}-float vectors, {isa}): {path}')
   else:
     print('lax\'s convolutions (no compiled kernels: see the warning above, or '
           'REDCONV_CONV_KERNELS=lax)')

@@ -53,18 +53,16 @@ constexpr auto MakeRow(std::integer_sequence<int, kRows...>) {
   return std::array{K::template kFn<kRows + 1, kTiles>...};
 }
 
+template <typename K, int... kTiles>
+constexpr auto MakeTable(std::integer_sequence<int, kTiles...>) {
+  return std::array{MakeRow<K, kTiles + 1>(std::make_integer_sequence<int, kMaxRows>{})...};
+}
+
+// Only the tile counts this build uses (AVX2: 1 and 2) are compiled.
 template <typename K>
 inline auto Lookup(int rows, int tiles) {
-  static constexpr auto kRow1 = MakeRow<K, 1>(std::make_integer_sequence<int, kMaxRows>{});
-  static constexpr auto kRow2 = MakeRow<K, 2>(std::make_integer_sequence<int, kMaxRows>{});
-  static constexpr auto kRow3 = MakeRow<K, 3>(std::make_integer_sequence<int, kMaxRows>{});
-  static constexpr auto kRow4 = MakeRow<K, 4>(std::make_integer_sequence<int, kMaxRows>{});
-  switch (tiles) {
-    case 1: return kRow1[rows - 1];
-    case 2: return kRow2[rows - 1];
-    case 3: return kRow3[rows - 1];
-    default: return kRow4[rows - 1];
-  }
+  static constexpr auto kTable = MakeTable<K>(std::make_integer_sequence<int, kMaxTiles>{});
+  return kTable[tiles - 1][rows - 1];
 }
 
 // Calls fn(block, m0, o0) with the block kernel K for (rows, tiles) blocks covering the
