@@ -88,6 +88,9 @@ int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
   return o0;
 }
 
+// The padded input and output of the images a chunk holds (at least one image).
+constexpr int64_t kChunkBytes = 512 << 10;
+
 // Images [n0, n1) of x, padded with zeros to the windows the output reads, into xpad.
 inline void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float* xpad) {
   std::memset(xpad, 0, (n1 - n0) * g.hp * g.wp * g.c * sizeof(float));
@@ -108,7 +111,7 @@ inline void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float
 template <typename F>
 void ForEachChunk(const Geometry& g, const float* x, int64_t n0, int64_t n1, F fn) {
   const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
-  const int64_t chunk = std::max<int64_t>(1, (512 << 10) / image_bytes);
+  const int64_t chunk = std::max<int64_t>(1, kChunkBytes / image_bytes);
   std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
   for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
     const int64_t c1 = std::min(n1, c0 + chunk);

@@ -31,6 +31,10 @@ CASES = [  # (x shape, kernel shape, padding, strides)
     # Rows split evenly into blocks: 9 pixels of 64 outputs as 5 + 4, 144 dW rows as
     # 18 blocks of 7 and 3 of 6.
     ((2, 5, 9, 16), (3, 3, 16, 64), ((1, 1), (1, 1)), (1, 1)),
+    # One image's x and dy (1.2 MB) outgrow the 512 KiB chunk: the weight gradient's
+    # Block runs over row ranges of one output row, accumulators carried between them;
+    # 40 outputs = whole vectors + (AVX-512) a scalar tail.
+    ((2, 70, 66, 24), (3, 3, 24, 40), ((1, 1), (1, 1)), (1, 1)),
 ]
 
 
