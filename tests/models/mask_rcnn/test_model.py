@@ -43,13 +43,16 @@ def test_backbone_rejects_sizes_that_are_not_multiples_of_the_stride():
 def test_inference_and_training_outputs_have_static_shapes():
   model = MaskRCNN(**TINY)
   batch = _batch()
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
-  detections = model.apply(variables, batch['image'].astype(jnp.float32) / 255)
+  # Jitted as the loop runs them (op by op, the model's thousands of small ops took
+  # ~3 min to dispatch on a 2-core CPU; traced, every shape is fixed at compile time).
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  detections = jax.jit(model.apply)(variables, batch['image'].astype(jnp.float32) / 255)
   chex.assert_shape([detections['boxes_xyxy'], detections['scores'], detections['masks']],
                     [(4, 5, 4), (4, 5), (4, 5, 32, 32)])
   inputs = instance_loss.instance_inputs(0.5, 0.25)(batch)
-  outputs, _ = model.apply(variables, *inputs, train=True, mutable=['batch_stats'],
-                           rngs={'dropout': jax.random.PRNGKey(1)})
+  train_apply = jax.jit(lambda v, *x: model.apply(v, *x, train=True, mutable=['batch_stats'],
+                                                  rngs={'dropout': jax.random.PRNGKey(1)}))
+  outputs, _ = train_apply(variables, *inputs)
   chex.assert_shape([outputs['class_logits'], outputs['mask_logits'], outputs['mask_targets']],
                     [(4, 32, 4), (4, 8, 28, 28), (4, 8, 28, 28)])
   # Ground-truth boxes join the proposals, so every valid object yields a foreground RoI.
