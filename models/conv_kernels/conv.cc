@@ -92,7 +92,7 @@ void ForwardPart(const Geometry& g, const float* x, const float* w, int64_t n0, 
         const float* x_row = xpad + ((b - c0) * g.hp + v * g.sh) * g.wp * g.c;
         float* y_row = y + (b * g.ho + v) * g.wo * g.o;
         const int64_t o0 = ForEachBlock<ForwardKernel>(
-            g.wo, g.o, [&](auto block, int64_t u, int64_t o0) {
+            g.wo, g.o, [&](auto block, int64_t u, int64_t o0, int, int) {
               block(g, x_row + u * g.sw * g.c, w, o0, y_row + u * g.o);
             });
         if (o0 < g.o) ForwardTail(g, x_row, w, g.wo, o0, y_row);

@@ -65,10 +65,10 @@ inline auto Lookup(int rows, int tiles) {
   return kTable[tiles - 1][rows - 1];
 }
 
-// Calls fn(block, m0, o0) with the block kernel K for (rows, tiles) blocks covering the
-// rows [0, m_total) (weight gradient: kh*kw*C inputs; forward: a row's pixels) times the
-// whole vectors of the output channels [0, o), as many tiles as fit; returns the first
-// output channel past them (the caller's scalar tail starts there).
+// Calls fn(block, m0, o0, rows, tiles) with the block kernel K for (rows, tiles) blocks
+// covering the rows [0, m_total) (weight gradient: kh*kw*C inputs; forward: a row's
+// pixels) times the whole vectors of the output channels [0, o), as many tiles as fit;
+// returns the first output channel past them (the caller's scalar tail starts there).
 template <typename K, typename F>
 int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
   int64_t o0 = 0;
@@ -80,7 +80,7 @@ int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
     const int64_t blocks = (m_total + max_rows - 1) / max_rows;
     for (int64_t b = 0, m0 = 0; b < blocks; ++b) {
       const int rows = static_cast<int>(m_total / blocks + (b < m_total % blocks));
-      fn(Lookup<K>(rows, tiles), m0, o0);
+      fn(Lookup<K>(rows, tiles), m0, o0, rows, tiles);
       m0 += rows;
     }
     if (tiles < kMaxTiles) return o0 + tiles * kLanes;
@@ -90,6 +90,11 @@ int64_t ForEachBlock(int64_t m_total, int64_t o, F fn) {
 
 // The padded input and output of the images a chunk holds (at least one image).
 constexpr int64_t kChunkBytes = 512 << 10;
+
+// One image's padded input and output, in bytes.
+inline int64_t ImageBytes(const Geometry& g) {
+  return (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
+}
 
 // Images [n0, n1) of x, padded with zeros to the windows the output reads, into xpad.
 inline void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float* xpad) {
@@ -110,8 +115,7 @@ inline void Pad(const Geometry& g, const float* x, int64_t n0, int64_t n1, float
 // thread that uses it, so the copy stays in its cache.
 template <typename F>
 void ForEachChunk(const Geometry& g, const float* x, int64_t n0, int64_t n1, F fn) {
-  const int64_t image_bytes = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4;
-  const int64_t chunk = std::max<int64_t>(1, kChunkBytes / image_bytes);
+  const int64_t chunk = std::max<int64_t>(1, kChunkBytes / ImageBytes(g));
   std::vector<float> xpad(std::min(chunk, n1 - n0) * g.hp * g.wp * g.c);
   for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
     const int64_t c1 = std::min(n1, c0 + chunk);

@@ -93,20 +93,12 @@ void Part(const Geometry& g, const float* x, const float* dy_all,
   std::vector<Blk> blocks;
   int64_t state_floats = 0;
   const int64_t o_vec = ForEachBlock<WeightGradKernel>(
-      rows_total, g.o, [&](auto block, int64_t m0, int64_t o0) {
-        blocks.push_back({block, m0, o0, 0, 0, state_floats});
+      rows_total, g.o, [&](auto block, int64_t m0, int64_t o0, int rows, int tiles) {
+        blocks.push_back({block, m0, o0, rows, tiles, state_floats});
+        state_floats += rows * tiles * kLanes;
       });
-  // The (rows, tiles) of each block: the next block's start or the end of its row of
-  // blocks (ForEachBlock walks rows within a tile group, tile groups in order).
-  for (size_t b = 0; b < blocks.size(); ++b) {
-    const bool last_in_group = b + 1 == blocks.size() || blocks[b + 1].o0 != blocks[b].o0;
-    blocks[b].rows = (last_in_group ? rows_total : blocks[b + 1].m0) - blocks[b].m0;
-    blocks[b].tiles = std::min<int64_t>(kMaxTiles, (o_vec - blocks[b].o0) / kLanes);
-    blocks[b].state = state_floats;
-    state_floats += blocks[b].rows * blocks[b].tiles * kLanes;
-  }
   std::vector<float> state(state_floats);
-  const bool whole_chunk = (g.ho * g.wo * g.o + g.hp * g.wp * g.c) * 4 <= kChunkBytes;
+  const bool whole_chunk = ImageBytes(g) <= kChunkBytes;
   const int64_t rows_per_range = RowsPerRange(g);
   ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
     const float* dy = dy_all + c0 * g.ho * g.wo * g.o;
