@@ -52,7 +52,7 @@ void ForwardBlock(const Geometry& g, const float* xp, const float* w, int64_t o0
     for (int64_t jc = 0; jc < row_taps; ++jc) {
       Vec wv[kTiles];
       for (int t = 0; t < kTiles; ++t)
-        wv[t] = LoadVec(w_row + jc * g.o + t * kLanes);
+        wv[t] = LoadVecToRegister(w_row + jc * g.o + t * kLanes);
       for (int p = 0; p < kPixels; ++p) {
         const Vec a = x_row[p * pixel_stride + jc] - Vec{};  // broadcast
         for (int t = 0; t < kTiles; ++t) acc[p][t] += a * wv[t];

@@ -41,7 +41,7 @@ void Block(const Geometry& g, const float* xpad, const float* dy, const int64_t*
       const float* xp = x_row + x * g.sw * g.c;
       const float* dp = dy_row + x * g.o;
       Vec d[kTiles];
-      for (int t = 0; t < kTiles; ++t) d[t] = LoadVec(dp + t * kLanes);
+      for (int t = 0; t < kTiles; ++t) d[t] = LoadVecToRegister(dp + t * kLanes);
       for (int r = 0; r < kRows; ++r) {
         const Vec a = xp[off[r]] - Vec{};  // broadcast
         for (int t = 0; t < kTiles; ++t) acc[r][t] += a * d[t];
@@ -159,7 +159,7 @@ void ChannelBlock(const Geometry& g, const float* xpad, const float* dy,
       const float* xp = x_row + x * g.sw * g.c;
       const float* dp = dy_row + x * g.o;
       Vec xv[kVecs];
-      for (int v = 0; v < kVecs; ++v) xv[v] = LoadVec(xp + off[v]);
+      for (int v = 0; v < kVecs; ++v) xv[v] = LoadVecToRegister(xp + off[v]);
       for (int r = 0; r < kOuts; ++r) {
         const Vec b = dp[r] - Vec{};  // broadcast
         for (int v = 0; v < kVecs; ++v) acc[r][v] += xv[v] * b;
