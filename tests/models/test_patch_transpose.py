@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models import conv_kernels
 from models import unet as unet_module
-from models.patch_transpose import PatchConvTranspose
+from models.patch_transpose import PatchConvTranspose, patch_product
 from models.unet import UNet
 
 
@@ -80,3 +81,41 @@ def _logits_and_grads(model, variables, x):
     return (logits ** 2).mean(), logits
   grads, logits = jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
   return logits, grads
+
+
+def _loss_grads(layer, variables, x, y_grad):
+  return jax.grad(lambda v, x: (layer.apply(v, x) * y_grad).sum(), argnums=(0, 1))
+
+
+@pytest.mark.skipif(not conv_kernels.available(), reason='no compiled CPU kernels')
+def test_gradients_on_cpu_run_the_compiled_convolution_kernels():
+  # The input gradient as the stride-2 forward kernel, the kernel's as the weight
+  # gradient kernel, and no matrix product left for either: only the forward's.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+  layer = PatchConvTranspose(8, (2, 2))
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  y_grad = jax.random.normal(jax.random.PRNGKey(2), (2, 16, 16, 8))
+  text = jax.jit(_loss_grads(layer, variables, x, y_grad)).lower(
+      variables, x).compile().as_text()
+  assert text.count('custom_call_target="redconv_conv_forward"') == 1
+  assert text.count('custom_call_target="redconv_conv_weight_grad"') == 1
+  # Against the matrix product's own gradients, at a U-Net layer's channel counts.
+  grads = jax.jit(_loss_grads(layer, variables, x, y_grad))(variables, x)
+  taps = variables['params']['kernel'][::-1, ::-1]
+  expected_x = jax.grad(lambda x: (patch_product(x, taps) * y_grad).sum())(x)
+  expected_taps = jax.grad(lambda t: (patch_product(x, t) * y_grad).sum())(taps)
+  np.testing.assert_allclose(grads[1], expected_x, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grads[0]['params']['kernel'], expected_taps[::-1, ::-1],
+                             rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('platform', ['cuda', 'tpu'])
+def test_accelerators_keep_the_matrix_product_gradients(platform):
+  x = jnp.ones((2, 4, 4, 16))
+  layer = PatchConvTranspose(8, (2, 2))
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  grads = _loss_grads(layer, variables, x, jnp.ones((2, 8, 8, 8)))
+  text = jax.jit(grads).trace(variables, x).lower(lowering_platforms=(platform,)).as_text()
+  assert 'redconv_conv' not in text and 'stablehlo.convolution' not in text
+  # The input and kernel gradients (a linear loss leaves the forward product unused).
+  assert text.count('stablehlo.dot_general') == 2
