@@ -53,11 +53,13 @@ def _forward(x):
 
 def _backward(residuals, g):
   index, x_shape = residuals
-  zeros = jnp.zeros_like(g)
-  firsts = [jnp.where(index == k, g, zeros) for k in range(4)]
-  # [4 x [B, h, w, C]] -> [B, h, 2, w, 2, C] -> [B, 2h, 2w, C]
-  grad = jnp.stack([jnp.stack(firsts[:2], axis=3), jnp.stack(firsts[2:], axis=3)], axis=2)
-  b, h, _, w, _, c = grad.shape
+  b, h, w, c = g.shape
+  # Window position (dy, dx) is index 2 * dy + dx; one select over [B, h, 2, w, 2, C]
+  # with g and the index broadcast. (Four selects stacked into place were a
+  # concatenation to XLA:CPU: 2-5x slower, 2.4 ms of the CNN's ~37 ms step.)
+  positions = jnp.arange(4, dtype=index.dtype).reshape(1, 1, 2, 1, 2, 1)
+  grad = jnp.where(index[:, :, None, :, None, :] == positions, g[:, :, None, :, None, :],
+                   jnp.zeros((), g.dtype))
   grad = grad.reshape(b, 2 * h, 2 * w, c)
   pad_h, pad_w = x_shape[1] - 2 * h, x_shape[2] - 2 * w
   if pad_h or pad_w:
