@@ -56,7 +56,7 @@ def _backward(residuals, g):
   b, h, w, c = g.shape
   # Window position (dy, dx) is index 2 * dy + dx; one select over [B, h, 2, w, 2, C]
   # with g and the index broadcast. (Four selects stacked into place were a
-  # concatenation to XLA:CPU: 2-5x slower, 2.4 ms of the CNN's ~37 ms step.)
+  # concatenation fusion to XLA:CPU: 3.7 ms of a CNN step against this one's 3.0.)
   positions = jnp.arange(4, dtype=index.dtype).reshape(1, 1, 2, 1, 2, 1)
   grad = jnp.where(index[:, :, None, :, None, :] == positions, g[:, :, None, :, None, :],
                    jnp.zeros((), g.dtype))
