@@ -90,7 +90,7 @@ def _loss_grads(layer, variables, x, y_grad):
 @pytest.mark.skipif(not conv_kernels.available(), reason='no compiled CPU kernels')
 def test_gradients_on_cpu_run_the_compiled_convolution_kernels():
   # The input gradient as the stride-2 forward kernel, the kernel's as the weight
-  # gradient kernel, and no matrix product left for either: only the forward's.
+  # gradient kernel: one call each.
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
   layer = PatchConvTranspose(8, (2, 2))
   variables = layer.init(jax.random.PRNGKey(1), x)
