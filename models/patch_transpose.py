@@ -54,8 +54,7 @@ class PatchConvTranspose(nn.Module):
       raise ValueError(f'models/patch_transpose.py: input shape {x.shape}; expected '
                        '[B, H, W, C].')
     kh, kw = self.kernel_size
-    batch, height, width, channels = x.shape
-    kernel = self.param('kernel', self.kernel_init, (kh, kw, channels, self.features),
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features),
                         self.param_dtype)
     bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
