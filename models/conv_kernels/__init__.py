@@ -54,7 +54,7 @@ _HERE = os.path.dirname(__file__)
 SOURCES = tuple(os.path.join(_HERE, name)
                 for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc'))
 HEADERS = tuple(os.path.join(_HERE, name)
-                for name in ('conv_common.h', 'parallel_for.h', 'vector.h'))
+                for name in ('conv_common.h', 'norm_common.h', 'parallel_for.h', 'vector.h'))
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # the layouts every function here takes
 
