@@ -37,6 +37,7 @@ from flax.linen.normalization import _canonicalize_axes, _compute_stats, _normal
 
 from models import conv_kernels
 from models.conv_kernels import norm as norm_kernels
+from models.pooling import max_pool_2x2
 
 
 def reference_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
@@ -147,6 +148,57 @@ def fused_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: 
 
 
 
+# BatchNorm + ReLU + 2x2 max-pooling: the CNN's blocks end so. Apart, the ReLU's output
+# went full size to memory, the pooling read it, and the pooling's gradient wrote a
+# full-size tensor (three quarters zeros) that both backward passes read. Fused, the
+# forward pass writes the pooled quarter and each window's winner, and the backward
+# passes read those instead (conv_kernels/bn_pool.cc): bit for bit the same values and
+# gradients as the layers apart with the kernels (tests/models/test_batch_norm.py).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _kernel_pooled_train(x, scale, bias, epsilon):
+  return _kernel_pooled_forward(x, scale, bias, epsilon)[0]
+
+
+def _kernel_pooled_forward(x, scale, bias, epsilon):
+  mean, var = norm_kernels.stats(x)
+  mul = lax.rsqrt(var + epsilon) * scale
+  pooled, winner = norm_kernels.apply_pool(x, mean, mul, bias)
+  return (pooled, mean, var), (x, scale, mean, var, winner)
+
+
+def _kernel_pooled_backward(epsilon, residuals, cotangents):
+  # `_fused_train`'s backward pass with the kernels, g read through the winners.
+  x, scale, mean, var, winner = residuals
+  pooled_grad, mean_grad, var_grad = cotangents
+  count = x.size // x.shape[-1]
+  rstd = lax.rsqrt(var + epsilon)
+  a = scale * rstd
+  sum_grad, centered_grad = norm_kernels.pool_grad_sums(pooled_grad, winner, x, mean)
+  scale_grad = rstd * centered_grad
+  c, d = _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
+  x_grad = norm_kernels.pool_grad_input(pooled_grad, winner, x, mean, a, c * rstd, d)
+  return x_grad, scale_grad, sum_grad
+
+
+_kernel_pooled_train.defvjp(_kernel_pooled_forward, _kernel_pooled_backward)
+
+
+def fused_train_pool(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float
+                     ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """`(max_pool_2x2(relu(y)), mean, var)` for `y, mean, var = reference_train(...)`,
+  x `[B, H, W, C]`; on CPU with the kernels in one pass each way (see above), else
+  `fused_train` then models/pooling.py."""
+  def apart(x, scale, bias):
+    out, mean, var = fused_train(x, scale, bias, epsilon, relu=True)
+    return max_pool_2x2(out), mean, var
+  if x.ndim != 4 or min(x.shape[1:3]) < 2 or not conv_kernels.available():
+    return apart(x, scale, bias)
+  return lax.platform_dependent(
+      x, scale, bias, cpu=lambda *a: _kernel_pooled_train(*a, epsilon), default=apart)
+
+
 class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm` (same fields and variables); see the module doc.
 
@@ -167,9 +219,11 @@ class BatchNorm(nn.BatchNorm):
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *, mask=None,
-               residual: jnp.ndarray | None = None, relu: bool = False):
+               residual: jnp.ndarray | None = None, relu: bool = False, pool: bool = False):
     """`nn.BatchNorm`'s output `y`, then `y + residual` if one is given, then the ReLU
-    if `relu`: a block's `nn.relu(bn(x) + shortcut)`, in fewer passes on CPU."""
+    if `relu`: a block's `nn.relu(bn(x) + shortcut)`, in fewer passes on CPU. With
+    `pool`, then models/pooling.py's 2x2 max-pooling (x `[B, H, W, C]`): after the ReLU
+    one layer on CPU (`fused_train_pool`)."""
     use_running_average = nn.merge_param('use_running_average', self.use_running_average,
                                          use_running_average)
     feature_axes = _canonicalize_axes(x.ndim, self.axis)
@@ -185,7 +239,11 @@ class BatchNorm(nn.BatchNorm):
     elif fast:
       scale = self.param('scale', self.scale_init, feature_shape, self.param_dtype)
       bias = self.param('bias', self.bias_init, feature_shape, self.param_dtype)
-      out, mean, var = fused_train(x, scale, bias, self.epsilon, residual, relu)
+      if pool and relu and residual is None:
+        out, mean, var = fused_train_pool(x, scale, bias, self.epsilon)
+        pool = False  # done
+      else:
+        out, mean, var = fused_train(x, scale, bias, self.epsilon, residual, relu)
     else:  # nn.BatchNorm.__call__'s own steps (flax 0.8-0.12) from here on
       mean, var = _compute_stats(
           x, reduction_axes, dtype=self.dtype,
@@ -196,9 +254,9 @@ class BatchNorm(nn.BatchNorm):
     if not use_running_average and not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-    if fast:
-      return out
-    y = _normalize(self, x, mean, var, reduction_axes, feature_axes, self.dtype,
-                   self.param_dtype, self.epsilon, self.use_bias, self.use_scale,
-                   self.bias_init, self.scale_init, self.force_float32_reductions)
-    return _finish(y, residual, relu)
+    if not fast:
+      y = _normalize(self, x, mean, var, reduction_axes, feature_axes, self.dtype,
+                     self.param_dtype, self.epsilon, self.use_bias, self.use_scale,
+                     self.bias_init, self.scale_init, self.force_float32_reductions)
+      out = _finish(y, residual, relu)
+    return max_pool_2x2(out) if pool else out

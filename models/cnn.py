@@ -8,7 +8,6 @@ import jax.numpy as jnp
 
 from models.batch_norm import BatchNorm
 from models.cpu_conv import conv_general_dilated
-from models.pooling import max_pool_2x2
 from models.registry import MODELS
 
 
@@ -34,17 +33,17 @@ class CNN(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = x.astype(self.dtype)
     for width in self.widths:
-      for _ in range(self.convs_per_block):
+      for i in range(self.convs_per_block):
         # No conv bias: BatchNorm's shift makes it redundant. On CPU our own kernels run
         # the first layer's forward pass and every weight gradient (cpu_conv.py).
         x = nn.Conv(width, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
                     conv_general_dilated=conv_general_dilated)(x)
-        # BatchNorm then ReLU as one layer (fewer passes on CPU; batch_norm.py).
+        # BatchNorm then ReLU as one layer, and at the block's end the 2x2 max-pooling
+        # too (models/pooling.py: nn.max_pool's function and gradient, about 2x faster
+        # to train on XLA:CPU); fewer passes on CPU (batch_norm.py).
         x = BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
-                      axis_name=self.bn_axis_name if train else None)(x, relu=True)
-      # Same function and gradient as nn.max_pool(x, (2, 2), strides=(2, 2)), about 2x
-      # faster to train on XLA:CPU (see models/pooling.py).
-      x = max_pool_2x2(x)
+                      axis_name=self.bn_axis_name if train else None)(
+                          x, relu=True, pool=i == self.convs_per_block - 1)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.dense_width, dtype=self.dtype)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

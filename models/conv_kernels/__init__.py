@@ -48,11 +48,15 @@ TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_bn_apply_residual': 'RedconvBnApplyResidual',
            'redconv_bn_grad_sums': 'RedconvBnGradSums',
            'redconv_bn_grad_input': 'RedconvBnGradInput',
-           'redconv_bn_grad_input_residual': 'RedconvBnGradInputResidual'}
+           'redconv_bn_grad_input_residual': 'RedconvBnGradInputResidual',
+           'redconv_bn_apply_pool': 'RedconvBnApplyPool',
+           'redconv_bn_pool_grad_sums': 'RedconvBnPoolGradSums',
+           'redconv_bn_pool_grad_input': 'RedconvBnPoolGradInput'}
 _HERE = os.path.dirname(__file__)
-# Compiled together into one library (batch_norm.cc: BatchNorm's passes, norm.py).
+# Compiled together into one library (batch_norm.cc and bn_pool.cc: BatchNorm's
+# passes, norm.py).
 SOURCES = tuple(os.path.join(_HERE, name)
-                for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc'))
+                for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc', 'bn_pool.cc'))
 HEADERS = tuple(os.path.join(_HERE, name)
                 for name in ('conv_common.h', 'norm_common.h', 'parallel_for.h', 'vector.h'))
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment

@@ -13,6 +13,7 @@ from models import conv_kernels
 from models import unet as unet_module
 from models.batch_norm import BatchNorm
 from models.cnn import CNN
+from models.pooling import max_pool_2x2
 from models.resnet import BasicBlock
 from models.unet import UNet
 
@@ -145,6 +146,51 @@ def test_evaluation_mode_and_a_mapped_axis_name_are_flax():
   whole = BatchNorm(use_running_average=False).apply(variables, x, mutable=['batch_stats'])[0]
   np.testing.assert_allclose(mapped.reshape(x.shape), whole, rtol=1e-5, atol=1e-5)
 
+
+
+def _pooled_or_apart(pool: bool):
+  layer = BatchNorm(use_running_average=False, momentum=0.9)
+
+  def apply(variables, x):
+    if pool:
+      return layer.apply(variables, x, mutable=['batch_stats'], relu=True, pool=True)
+    y, updates = layer.apply(variables, x, mutable=['batch_stats'], relu=True)
+    return max_pool_2x2(y), updates
+  return apply
+
+
+# Even and odd sizes (a dropped last row and column), whole vectors and a tail of channels.
+@pytest.mark.parametrize('shape', [(4, 8, 6, 16), (3, 7, 5, 37)])
+def test_pooling_in_the_layer_is_the_layer_then_the_pooling_bit_for_bit(shape):
+  x, _, _ = _inputs(shape)
+  x = x.at[0, :2, :2].set(x[0, 0, 0])  # a window of ties
+  variables = _variables(nn.BatchNorm(use_running_average=False), x)
+  pooled_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+  cotangent = jax.random.normal(jax.random.PRNGKey(4), pooled_shape)
+  fused = _loss_and_grads(_pooled_or_apart(True), variables, x, cotangent)
+  apart = _loss_and_grads(_pooled_or_apart(False), variables, x, cotangent)
+  chex.assert_trees_all_equal(fused, apart)
+  assert fused[1][0].shape == pooled_shape
+  evaluation = BatchNorm(use_running_average=True)
+  np.testing.assert_array_equal(evaluation.apply(variables, x, relu=True, pool=True),
+                                max_pool_2x2(evaluation.apply(variables, x, relu=True)))
+
+
+@pytest.mark.skipif(not conv_kernels.available(), reason='no compiled kernels here')
+def test_pooling_in_the_layer_is_one_pass_each_way_on_cpu():
+  x, _, _ = _inputs((4, 8, 6, 16))
+  variables = _variables(nn.BatchNorm(use_running_average=False), x)
+  apply = _pooled_or_apart(True)
+  hlo = jax.jit(jax.grad(lambda p, x: apply({**variables, 'params': p}, x)[0].sum(),
+                        argnums=(0, 1))).lower(variables['params'], x).compile().as_text()
+  calls = {target: hlo.count(f'custom_call_target="{target}"') for target in (
+      'redconv_bn_stats', 'redconv_bn_apply_pool', 'redconv_bn_pool_grad_sums',
+      'redconv_bn_pool_grad_input', 'redconv_bn_apply', 'redconv_bn_grad_sums',
+      'redconv_bn_grad_input')}
+  assert calls == {'redconv_bn_stats': 1, 'redconv_bn_apply_pool': 1,
+                   'redconv_bn_pool_grad_sums': 1, 'redconv_bn_pool_grad_input': 1,
+                   'redconv_bn_apply': 0, 'redconv_bn_grad_sums': 0,
+                   'redconv_bn_grad_input': 0}
 
 def _assert_same_forward(values, expected):
   # With the compiled passes the batch statistics are summed in double: flax's values up

@@ -88,3 +88,62 @@ def test_a_shape_mismatch_is_a_clear_error():
   x, _, _, (mean, mul, bias, _) = _arrays((4, 16))
   with pytest.raises(Exception, match='batch-norm output: expected x'):
     jax.block_until_ready(norm.apply(x, mean[:8], mul, bias, None, relu=False))
+
+
+def _pooled_reference(x, mean, mul, bias):
+  """numpy: the 2x2 windows of relu((x - mean) * mul + bias), their max, and the
+  position 0..3 of the first maximum (-1 where it is 0)."""
+  b, h, w, c = x.shape
+  y = np.maximum((x - mean) * mul + bias, 0.0)[:, :h // 2 * 2, :w // 2 * 2]
+  windows = y.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(
+      b, h // 2, w // 2, c, 4)
+  best = windows.max(-1)
+  first = windows.argmax(-1)  # numpy's argmax: the first of equal maxima
+  return best, np.where(best > 0, first, -1)
+
+
+@pytest.mark.parametrize('shape', [(4, 8, 10, 16), (3, 7, 5, 37), (2, 2, 3, 5)])
+def test_pooled_output_and_winners(shape):
+  x, _, _, (mean, mul, bias, _) = _arrays(shape)
+  x[0, :2, :2] = x[0, 1, 1]  # a window of ties: the first position wins
+  x[1, :2, :2] = mean - 10.0 * np.sign(mul) * np.abs(bias) - 1.0  # a window the ReLU zeroes
+  pooled, winner = norm.apply_pool(x, mean, mul, bias)
+  expected_pooled, expected_winner = _pooled_reference(x, mean, mul, bias)
+  np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(winner, expected_winner)
+  assert winner.dtype == jnp.int32
+  assert (np.asarray(winner)[0, 0, 0] == np.where(expected_pooled[0, 0, 0] > 0, 0, -1)).all()
+  assert (np.asarray(winner)[1, 0, 0] == -1).all()
+
+
+@pytest.mark.parametrize('shape', [(4, 8, 10, 16), (3, 7, 5, 37)])
+def test_pooled_gradient_passes(shape):
+  # g is the pooled gradient at each window's winner, 0 elsewhere (also in a dropped
+  # odd last row or column).
+  x, _, _, (mean, mul, bias, k) = _arrays(shape)
+  pooled_shape = norm.pooled_shape(shape)
+  pooled_grad = np.random.default_rng(1).standard_normal(pooled_shape).astype(np.float32)
+  _, winner = norm.apply_pool(x, mean, mul, bias)
+  g = np.zeros(shape, np.float64)
+  b, hp, wp, c = pooled_shape
+  for position in range(4):
+    dy, dx = divmod(position, 2)
+    g[:, dy:2 * hp:2, dx:2 * wp:2] = np.where(np.asarray(winner) == position, pooled_grad, 0.0)
+  sum_g, sum_gx = norm.pool_grad_sums(pooled_grad, winner, x, mean)
+  np.testing.assert_allclose(sum_g, _rows(g).sum(0), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(sum_gx, (_rows(g) * (_rows(x) - mean)).sum(0), rtol=1e-5,
+                             atol=1e-4)
+  a, d = mul, bias
+  dx = norm.pool_grad_input(pooled_grad, winner, x, mean, a, k, d)
+  np.testing.assert_allclose(dx, a * g + k * (x.astype(np.float64) - mean) + d, rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_a_pooled_shape_mismatch_is_a_clear_error():
+  x, _, _, (mean, mul, bias, _) = _arrays((2, 4, 4, 8))
+  _, winner = norm.apply_pool(x, mean, mul, bias)
+  with pytest.raises(Exception, match=r'pooling gradient sums: expected pooled_grad and winner'):
+    jax.block_until_ready(norm.pool_grad_sums(np.zeros((2, 2, 3, 8), np.float32),
+                                              winner, x, mean))
+  with pytest.raises(ValueError, match=r'pooling: expected x \[B, H, W, C\] .* \(8, 4, 8\)'):
+    norm.apply_pool(x.reshape(8, 4, 8), mean, mul, bias)
