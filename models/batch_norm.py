@@ -14,6 +14,9 @@ Where the compiled kernels are built (models/conv_kernels/norm.py) each step is 
 pass of our own over its tensors: statistics and output forward, sums and dx backward
 (2 + 2, at about twice the memory bandwidth of XLA's fusions); else XLA's arithmetic,
 3 passes forward and 5 backward.
+With `pool=True` (after the ReLU, x `[B, H, W, C]`) the layer ends with the 2x2
+max-pooling of models/pooling.py, and with the kernels that too is in the same two
+passes forward and two backward (conv_kernels/bn_pool.cc; `fused_train_pool` below).
 Same parameters, statistics, names and initial values as `nn.BatchNorm` (a subclass
 whose class name flax uses for the auto name `BatchNorm_<i>`), so checkpoints load
 either way. Forward values: flax's up to float32 rounding with the kernels (statistics
@@ -22,7 +25,8 @@ summed in double), bit for bit without them; gradients equal up to rounding.
 The fast path applies in training mode to float32 inputs with the defaults our models
 use (features on the last axis, scale and bias, fast variance, no mask, no `axis_name`)
 and only when lowering for CPU (`lax.platform_dependent`: a GPU or TPU compiles flax's
-own arithmetic, which XLA fuses well there). Anything else is `nn.BatchNorm` itself.
+own arithmetic, which XLA fuses well there). Anything else is `nn.BatchNorm` itself
+(then models/pooling.py with `pool`).
 """
 from __future__ import annotations
 
