@@ -42,7 +42,7 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   """`[B, H, W, C]` -> `[B, H//2, W//2, C]`, the max of each 2x2 window (VALID padding)."""
   # Elementwise maxima of the four window positions, not a reduce over the window axes:
   # XLA:CPU fuses the producers (in eval: the convolution, BatchNorm and ReLU) into the
-  # pooling, and as a reduce fusion that ran ~10x slower than this loop fusion (the
+  # pooling, and as a reduce fusion that ran ~5x slower than this loop fusion (the
   # CNN's prediction pass, benchmarks/README.md). Max is exact: the same values.
   w = _windows(x)
   return jnp.maximum(jnp.maximum(w[:, :, 0, :, 0, :], w[:, :, 0, :, 1, :]),

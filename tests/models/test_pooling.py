@@ -57,7 +57,7 @@ def test_gradient_survives_fusion_with_the_producer_under_jit():
 
 def test_forward_pass_compiles_to_elementwise_maxima_not_a_reduce():
   # XLA:CPU fuses the layers before the pooling into it; as a reduce fusion that ran
-  # ~10x slower than the maxima of the four window positions (models/pooling.py).
+  # ~5x slower than the maxima of the four window positions (models/pooling.py).
   x = jnp.zeros((2, 8, 6, 3))
   hlo = jax.jit(lambda x: max_pool_2x2(jax.nn.relu(2.0 * x + 1.0))).lower(x).compile().as_text()
   assert ' reduce(' not in hlo and ' maximum(' in hlo
