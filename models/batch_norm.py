@@ -89,6 +89,19 @@ def _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
   return c, d
 
 
+def _compiled_grads(x, scale, mean, var, mean_grad, var_grad, epsilon, grad_sums, grad_input):
+  """`(grad_input(a, k, d), scale_grad, bias_grad)`: the backward pass with the compiled
+  passes, `grad_sums()` the per-channel sums of g and g * (x - mean), `grad_input` the
+  elementwise a g + k (x - mean) + d (plain or through the pooling's winners)."""
+  count = x.size // x.shape[-1]
+  rstd = lax.rsqrt(var + epsilon)
+  a = scale * rstd
+  sum_grad, centered_grad = grad_sums()
+  scale_grad = rstd * centered_grad
+  c, d = _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
+  return grad_input(a, c * rstd, d), scale_grad, sum_grad
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_train(relu: bool, with_residual: bool):
   """`(x, scale, bias, residual, epsilon) -> (out, mean, var)` with its custom VJP."""
@@ -106,23 +119,23 @@ def _fused_train(relu: bool, with_residual: bool):
   def backward(epsilon, residuals, cotangents):
     x, scale, mean, var, out = residuals
     out_grad, mean_grad, var_grad = cotangents
-    count = x.size // x.shape[-1]
-    rstd = lax.rsqrt(var + epsilon)
-    a = scale * rstd
     if conv_kernels.available():
       # The same gradient in two compiled passes: the sums of g and g * (x - mean),
       # then dx (and the residual's g) in one.
-      sum_grad, centered_grad = norm_kernels.grad_sums(out_grad, x, out, mean, relu)
-      scale_grad = rstd * centered_grad
-      c, d = _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
       g_needed = with_residual and relu
-      x_grad = norm_kernels.grad_input(out_grad, x, out, mean, a, c * rstd, d, relu,
-                                       with_g=g_needed)
+      x_grad, scale_grad, sum_grad = _compiled_grads(
+          x, scale, mean, var, mean_grad, var_grad, epsilon,
+          lambda: norm_kernels.grad_sums(out_grad, x, out, mean, relu),
+          lambda a, k, d: norm_kernels.grad_input(out_grad, x, out, mean, a, k, d, relu,
+                                                  with_g=g_needed))
       if g_needed:
         x_grad, y_grad = x_grad
       else:
         y_grad = out_grad
       return x_grad, scale_grad, sum_grad, y_grad if with_residual else None
+    count = x.size // x.shape[-1]
+    rstd = lax.rsqrt(var + epsilon)
+    a = scale * rstd
     y_grad = jnp.where(out > 0, out_grad, 0.0) if relu else out_grad
     axes = tuple(range(x.ndim - 1))
     # x_hat as x * rstd - mean * rstd: XLA would share a `x - mean` with the forward
@@ -176,14 +189,10 @@ def _kernel_pooled_backward(epsilon, residuals, cotangents):
   # `_fused_train`'s backward pass with the kernels, g read through the winners.
   x, scale, mean, var, winner = residuals
   pooled_grad, mean_grad, var_grad = cotangents
-  count = x.size // x.shape[-1]
-  rstd = lax.rsqrt(var + epsilon)
-  a = scale * rstd
-  sum_grad, centered_grad = norm_kernels.pool_grad_sums(pooled_grad, winner, x, mean)
-  scale_grad = rstd * centered_grad
-  c, d = _input_grad_terms(a, rstd, scale_grad, sum_grad, mean_grad, var_grad, count)
-  x_grad = norm_kernels.pool_grad_input(pooled_grad, winner, x, mean, a, c * rstd, d)
-  return x_grad, scale_grad, sum_grad
+  return _compiled_grads(
+      x, scale, mean, var, mean_grad, var_grad, epsilon,
+      lambda: norm_kernels.pool_grad_sums(pooled_grad, winner, x, mean),
+      lambda a, k, d: norm_kernels.pool_grad_input(pooled_grad, winner, x, mean, a, k, d))
 
 
 _kernel_pooled_train.defvjp(_kernel_pooled_forward, _kernel_pooled_backward)
