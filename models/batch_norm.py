@@ -164,7 +164,6 @@ def fused_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: 
                                                                 epsilon, relu))
 
 
-
 # BatchNorm + ReLU + 2x2 max-pooling: the CNN's blocks end so. Apart, the ReLU's output
 # went full size to memory, the pooling read it, and the pooling's gradient wrote a
 # full-size tensor (three quarters zeros) that both backward passes read. Fused, the
