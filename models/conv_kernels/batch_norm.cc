@@ -70,7 +70,7 @@ ffi::Error Apply(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi:
       const int64_t k0 = p * channels;
       ForChannels(channels, [&](auto t, int64_t c) {
         using T = decltype(t);
-        T v = (Load<T>(xs + k0 + c) - Load<T>(m + c)) * Load<T>(a + c) + Load<T>(b + c);
+        T v = Normalized<T>(xs + k0, m, a, b, c);
         if (kResidual) v += Load<T>(rs + k0 + c);
         StoreFrom(ys + k0 + c, kRelu ? Select(v > 0.0f, v) : v);
       });
@@ -85,6 +85,15 @@ inline T Masked(const float* dy, const float* y, int64_t k) {
   return kRelu ? Select(Load<T>(y + k) > 0.0f, Load<T>(dy + k)) : Load<T>(dy + k);
 }
 
+// row p -> its g at channels c.. (norm_common.h's passes).
+template <bool kRelu>
+auto MaskedRows(const float* dy, const float* y, int64_t channels) {
+  return [=](int64_t p) {
+    const int64_t k0 = p * channels;
+    return [=](auto t, int64_t c) { return Masked<kRelu, decltype(t)>(dy, y, k0 + c); };
+  };
+}
+
 // sum_g[c] = sum of g, sum_gx[c] = sum of g * (x - mean) over the rows.
 template <bool kRelu>
 ffi::Error GradSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
@@ -97,24 +106,9 @@ ffi::Error GradSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<
       sum_g->element_count() != channels || sum_gx->element_count() != channels)
     return ffi::Error::InvalidArgument(
         "batch-norm gradient sums: expected dy, x, y [..., C] alike, mean [C]");
-  const float* dys = dy.typed_data();
-  const float* xs = x.typed_data();
-  const float* ys = y.typed_data();
-  const float* m = mean.typed_data();
-  std::vector<double> s1, s2;
-  ChannelSums(pool, rows, channels, [&](int64_t p, float* a1, float* a2) {
-    const int64_t k0 = p * channels;
-    ForChannels(channels, [&](auto t, int64_t c) {
-      using T = decltype(t);
-      const T g = Masked<kRelu, T>(dys, ys, k0 + c);
-      StoreFrom(a1 + c, Load<T>(a1 + c) + g);
-      StoreFrom(a2 + c, Load<T>(a2 + c) + g * (Load<T>(xs + k0 + c) - Load<T>(m + c)));
-    });
-  }, &s1, &s2);
-  for (int64_t c = 0; c < channels; ++c) {
-    sum_g->typed_data()[c] = static_cast<float>(s1[c]);
-    sum_gx->typed_data()[c] = static_cast<float>(s2[c]);
-  }
+  GradSumsPass(pool, rows, channels, x.typed_data(), mean.typed_data(),
+               MaskedRows<kRelu>(dy.typed_data(), y.typed_data(), channels),
+               sum_g->typed_data(), sum_gx->typed_data());
   return ffi::Error::Success();
 }
 
@@ -134,28 +128,10 @@ ffi::Error GradInput(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer
       (kResidual && g_out->element_count() != x.element_count()))
     return ffi::Error::InvalidArgument(
         "batch-norm input gradient: expected dy, x, y, dx [..., C] alike, mean, a, k, d [C]");
-  const float* dys = dy.typed_data();
-  const float* xs = x.typed_data();
-  const float* ys = y.typed_data();
-  const float* ms = mean.typed_data();
-  const float* as = a.typed_data();
-  const float* ks = k.typed_data();
-  const float* ds = d.typed_data();
-  float* dxs = dx->typed_data();
-  float* gs = g_out->typed_data();
-  ForRows(pool, rows, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t k0 = p * channels;
-      ForChannels(channels, [&](auto t, int64_t c) {
-        using T = decltype(t);
-        const T g = Masked<kRelu, T>(dys, ys, k0 + c);
-        StoreFrom(dxs + k0 + c, Load<T>(as + c) * g +
-                                    Load<T>(ks + c) * (Load<T>(xs + k0 + c) - Load<T>(ms + c)) +
-                                    Load<T>(ds + c));
-        if (kResidual) StoreFrom(gs + k0 + c, g);
-      });
-    }
-  });
+  GradInputPass<kResidual>(pool, rows, channels, x.typed_data(), mean.typed_data(),
+                           a.typed_data(), k.typed_data(), d.typed_data(),
+                           MaskedRows<kRelu>(dy.typed_data(), y.typed_data(), channels),
+                           dx->typed_data(), g_out->typed_data());
   return ffi::Error::Success();
 }
 

@@ -10,7 +10,6 @@
 // term for term and in the same order (the sums too: norm_common.h), so the results
 // are bit for bit those of the two layers apart.
 #include <cstdint>
-#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 #include "norm_common.h"
@@ -100,7 +99,7 @@ ffi::Error ApplyPool(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
           using I = Index<T>;
           // batch_norm.cc's Apply<false, true>, at each of the four positions.
           auto value = [&](int64_t k) {
-            T v = (Load<T>(xs + k + c) - Load<T>(m + c)) * Load<T>(a + c) + Load<T>(b + c);
+            const T v = Normalized<T>(xs + k, m, a, b, c);
             return Select(v > 0.0f, v);
           };
           T best = value(k0);
@@ -121,14 +120,20 @@ ffi::Error ApplyPool(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
   return ffi::Error::Success();
 }
 
-// The gradient g at x's row p, channels c..: the pooled gradient where p holds its
-// window's winner, else 0 (batch_norm.cc's masked g after the pooling's gradient).
-template <typename T>
-inline T WinnerGrad(const float* pooled_grad, const int32_t* win, int64_t q, int32_t position,
-                    int64_t channels, int64_t c) {
-  if (q < 0) return T{};
-  return Select(LoadIndex<T>(win + q * channels + c) == position,
-                Load<T>(pooled_grad + q * channels + c));
+// row p -> its g at channels c.. (norm_common.h's passes): the pooled gradient where p
+// holds its window's winner, else 0 (batch_norm.cc's masked g after the pooling's
+// gradient); 0 in a dropped last row or column.
+inline auto WinnerRows(const PoolShape& s, const float* pooled_grad, const int32_t* win) {
+  return [=](int64_t p) {
+    int32_t position = 0;
+    const int64_t q = PooledRow(s, p, &position);
+    const int64_t q0 = q * s.channels;
+    return [=](auto t, int64_t c) {
+      using T = decltype(t);
+      if (q < 0) return T{};
+      return Select(LoadIndex<T>(win + q0 + c) == position, Load<T>(pooled_grad + q0 + c));
+    };
+  };
 }
 
 template <typename Dims>
@@ -148,27 +153,9 @@ ffi::Error PoolGradSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> pooled_grad,
     return ffi::Error::InvalidArgument(
         "batch-norm + pooling gradient sums: expected pooled_grad and winner "
         "[B, H/2, W/2, C] for x [B, H, W, C], mean [C]");
-  const int64_t C = s.channels;
-  const float* gs = pooled_grad.typed_data();
-  const int32_t* win = winner.typed_data();
-  const float* xs = x.typed_data();
-  const float* m = mean.typed_data();
-  std::vector<double> s1, s2;
-  ChannelSums(pool, s.batch * s.height * s.width, C, [&](int64_t p, float* a1, float* a2) {
-    const int64_t k0 = p * C;
-    int32_t position = 0;
-    const int64_t q = PooledRow(s, p, &position);
-    ForChannels(C, [&](auto t, int64_t c) {
-      using T = decltype(t);
-      const T g = WinnerGrad<T>(gs, win, q, position, C, c);
-      StoreFrom(a1 + c, Load<T>(a1 + c) + g);
-      StoreFrom(a2 + c, Load<T>(a2 + c) + g * (Load<T>(xs + k0 + c) - Load<T>(m + c)));
-    });
-  }, &s1, &s2);
-  for (int64_t c = 0; c < C; ++c) {
-    sum_g->typed_data()[c] = static_cast<float>(s1[c]);
-    sum_gx->typed_data()[c] = static_cast<float>(s2[c]);
-  }
+  GradSumsPass(pool, s.batch * s.height * s.width, s.channels, x.typed_data(),
+               mean.typed_data(), WinnerRows(s, pooled_grad.typed_data(), winner.typed_data()),
+               sum_g->typed_data(), sum_gx->typed_data());
   return ffi::Error::Success();
 }
 
@@ -186,29 +173,10 @@ ffi::Error PoolGradInput(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> pooled_grad
     return ffi::Error::InvalidArgument(
         "batch-norm + pooling input gradient: expected pooled_grad and winner "
         "[B, H/2, W/2, C] for x and dx [B, H, W, C], mean, a, k, d [C]");
-  const int64_t C = s.channels;
-  const float* gs = pooled_grad.typed_data();
-  const int32_t* win = winner.typed_data();
-  const float* xs = x.typed_data();
-  const float* ms = mean.typed_data();
-  const float* as = a.typed_data();
-  const float* ks = k.typed_data();
-  const float* ds = d.typed_data();
-  float* dxs = dx->typed_data();
-  ForRows(pool, s.batch * s.height * s.width, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t k0 = p * C;
-      int32_t position = 0;
-      const int64_t q = PooledRow(s, p, &position);
-      ForChannels(C, [&](auto t, int64_t c) {
-        using T = decltype(t);
-        const T g = WinnerGrad<T>(gs, win, q, position, C, c);
-        StoreFrom(dxs + k0 + c, Load<T>(as + c) * g +
-                                    Load<T>(ks + c) * (Load<T>(xs + k0 + c) - Load<T>(ms + c)) +
-                                    Load<T>(ds + c));
-      });
-    }
-  });
+  GradInputPass<false>(pool, s.batch * s.height * s.width, s.channels, x.typed_data(),
+                       mean.typed_data(), a.typed_data(), k.typed_data(), d.typed_data(),
+                       WinnerRows(s, pooled_grad.typed_data(), winner.typed_data()),
+                       dx->typed_data(), dx->typed_data());
   return ffi::Error::Success();
 }
 

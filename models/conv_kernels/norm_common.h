@@ -1,6 +1,7 @@
 // What BatchNorm's compiled passes share (batch_norm.cc, bn_pool.cc): one generic body
-// for a row's whole vectors and its scalar tail, the [P, C] view of a buffer, and
-// per-channel sums that do not depend on the thread count.
+// for a row's whole vectors and its scalar tail, the [P, C] view of a buffer,
+// per-channel sums that do not depend on the thread count, and the normalisation and
+// backward passes' arithmetic.
 //
 // Sums accumulate in float over blocks of kBlockRows rows (vectorised across channels),
 // then in double, then across a fixed number of row ranges in range order: the result
@@ -101,6 +102,64 @@ void ForRows(ffi::ThreadPool& pool, int64_t rows, F fn) {
   const int64_t parts = std::max<int64_t>(1, std::min(kParts, rows));
   ParallelFor(pool, parts, [&](int64_t i) {
     fn(PartStart(rows, parts, i), PartStart(rows, parts, i + 1));
+  });
+}
+
+// (x - mean) * mul + bias at channels c.. of a row (x, mean, mul, bias at channel 0):
+// BatchNorm's output before a residual add or the ReLU, one expression for every pass
+// that computes it (batch_norm.cc, bn_pool.cc), so they round alike.
+template <typename T>
+inline T Normalized(const float* x, const float* mean, const float* mul, const float* bias,
+                    int64_t c) {
+  return (Load<T>(x + c) - Load<T>(mean + c)) * Load<T>(mul + c) + Load<T>(bias + c);
+}
+
+// BatchNorm's two backward passes over the rows of x [P, C] for an output gradient g
+// that each layer finds its own way: row_grad(p) returns row p's g as a function
+// (T{}, c) -> T of channels c.. (batch_norm.cc: dy through the ReLU's mask; bn_pool.cc:
+// the pooled gradient at each window's winner). One body each, so the layers' sums
+// and dx are the same arithmetic in the same order.
+
+// sum_g[c] = sum of g, sum_gx[c] = sum of g * (x - mean) over the rows.
+template <typename RowGrad>
+void GradSumsPass(ffi::ThreadPool& pool, int64_t rows, int64_t channels, const float* xs,
+                  const float* m, RowGrad row_grad, float* sum_g, float* sum_gx) {
+  std::vector<double> s1, s2;
+  ChannelSums(pool, rows, channels, [&](int64_t p, float* a1, float* a2) {
+    const int64_t k0 = p * channels;
+    const auto g_at = row_grad(p);
+    ForChannels(channels, [&](auto t, int64_t c) {
+      using T = decltype(t);
+      const T g = g_at(t, c);
+      StoreFrom(a1 + c, Load<T>(a1 + c) + g);
+      StoreFrom(a2 + c, Load<T>(a2 + c) + g * (Load<T>(xs + k0 + c) - Load<T>(m + c)));
+    });
+  }, &s1, &s2);
+  for (int64_t c = 0; c < channels; ++c) {
+    sum_g[c] = static_cast<float>(s1[c]);
+    sum_gx[c] = static_cast<float>(s2[c]);
+  }
+}
+
+// dx = a * g + k * (x - mean) + d per channel over the rows; with kStoreG also g into
+// gs (a residual's gradient).
+template <bool kStoreG, typename RowGrad>
+void GradInputPass(ffi::ThreadPool& pool, int64_t rows, int64_t channels, const float* xs,
+                   const float* ms, const float* as, const float* ks, const float* ds,
+                   RowGrad row_grad, float* dxs, float* gs) {
+  ForRows(pool, rows, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t k0 = p * channels;
+      const auto g_at = row_grad(p);
+      ForChannels(channels, [&](auto t, int64_t c) {
+        using T = decltype(t);
+        const T g = g_at(t, c);
+        StoreFrom(dxs + k0 + c, Load<T>(as + c) * g +
+                                    Load<T>(ks + c) * (Load<T>(xs + k0 + c) - Load<T>(ms + c)) +
+                                    Load<T>(ds + c));
+        if (kStoreG) StoreFrom(gs + k0 + c, g);
+      });
+    }
   });
 }
 
