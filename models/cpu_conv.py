@@ -6,7 +6,8 @@ kernel without padding is a matrix product (`pointwise`); any other, a custom VJ
 computes
   - the forward pass as multiply-adds when the kernel spans few inputs (kh*kw*C <=
     27, stride 1: a first layer; models/few_channel_conv.py), else with the compiled
-    kernel of models/conv_kernels;
+    kernels of models/conv_kernels (Winograd's for 3x3 at stride 1 with 32 or more
+    channels, the direct kernel else);
   - the weight gradient with the compiled kernel, the largest cost of a conv net's
     step on CPU under XLA's own;
   - the input gradient at stride 1 as the compiled forward kernel on the flipped

@@ -6,7 +6,10 @@ the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel
 padding, strides)`. On CPU they run `conv.cc` and `weight_grad.cc`, GEMM kernels that
 keep a block of accumulators in vector registers: XLA's own (Eigen) weight gradient was
 2-4x slower than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that
-is where our conv nets lost to Keras (benchmarks/README.md). On GPU and TPU, and wherever the
+is where our conv nets lost to Keras (benchmarks/README.md). For 3x3 convolutions at
+stride 1 with 32 or more channels the forward pass and input gradient are `winograd.cc`,
+Winograd's F(2x2, 3x3): 2.25x fewer multiply-adds, 0.54-0.77x the direct kernel's time
+(`REDCONV_CONV_KERNELS=direct` keeps conv.cc's). On GPU and TPU, and wherever the
 kernels cannot be built, they are lax's own: the same sums in another order. On a
 mesh of several CPU devices XLA's partitioner gathers the batch around each call (the
 results are right, the work is not split; one CPU device is the project's setting,
@@ -42,6 +45,7 @@ from jax import lax
 
 # XLA FFI target name -> the handler's symbol in SOURCES.
 TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
+           'redconv_conv_winograd': 'RedconvConvWinograd',
            'redconv_conv_weight_grad': 'RedconvConvWeightGrad',
            'redconv_bn_stats': 'RedconvBnStats',
            'redconv_bn_apply': 'RedconvBnApply',
@@ -56,7 +60,8 @@ _HERE = os.path.dirname(__file__)
 # Compiled together into one library (batch_norm.cc and bn_pool.cc: BatchNorm's
 # passes, norm.py).
 SOURCES = tuple(os.path.join(_HERE, name)
-                for name in ('conv.cc', 'weight_grad.cc', 'batch_norm.cc', 'bn_pool.cc'))
+                for name in ('conv.cc', 'winograd.cc', 'weight_grad.cc', 'batch_norm.cc',
+                             'bn_pool.cc'))
 HEADERS = tuple(os.path.join(_HERE, name)
                 for name in ('conv_common.h', 'norm_common.h', 'parallel_for.h', 'vector.h'))
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
@@ -170,15 +175,55 @@ def lax_forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
   return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=NHWC)
 
 
+def winograd_applies(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+                     strides: tuple[int, int]) -> bool:
+  """Whether `forward` takes Winograd's F(2x2, 3x3) (winograd.cc) by default on this
+  machine: a 3x3 kernel at stride 1 whose input and output channels fill whole vectors,
+  32 or more of either. (At 16 in and 16 out the transforms cost more than the
+  multiply-adds they save: 1.04-1.14x the direct kernel's time, benchmarks/README.md.)"""
+  c, o = lhs_shape[-1], rhs_shape[-1]
+  return winograd_possible(rhs_shape, strides, c) and max(c, o) >= 32
+
+
+def winograd_possible(rhs_shape: tuple[int, ...], strides: tuple[int, int], c: int) -> bool:
+  """Whether winograd.cc can compute it at all: 3x3 at stride 1, C and O whole vectors."""
+  lanes = _library_lanes()
+  return (tuple(rhs_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and lanes > 0
+          and c % lanes == 0 and rhs_shape[-1] % lanes == 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _library_lanes() -> int:
+  return vector_lanes() if available() else 0
+
+
 def forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
-            strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+            strides: tuple[int, int] = (1, 1), winograd: Optional[bool] = None
+            ) -> jnp.ndarray:
   """`conv(lhs [N, H, W, C], rhs [kh, kw, C, O])` `[N, H', W', O]` with explicit
-  `padding` ((top, bottom), (left, right)) and `strides`."""
+  `padding` ((top, bottom), (left, right)) and `strides`.
+
+  `winograd`: None (default) takes Winograd's F(2x2, 3x3) where `winograd_applies`, 2.25x
+  fewer multiply-adds than the direct kernel, unless `REDCONV_CONV_KERNELS=direct`; False
+  the direct kernel (conv.cc); True Winograd's (a ValueError where it does not apply).
+  The two differ by float32 rounding."""
   reference = functools.partial(lax_forward, padding=padding, strides=strides)
   if not _compiled_applies(lhs, rhs, padding=padding, strides=strides):
+    if winograd:
+      raise ValueError('forward(winograd=True): the compiled kernels do not apply here '
+                       f'(lhs {lhs.dtype}{list(lhs.shape)}, rhs {rhs.dtype}{list(rhs.shape)}, '
+                       f'padding {padding}, strides {strides})')
     return reference(lhs, rhs)
+  if winograd and not winograd_possible(rhs.shape, strides, lhs.shape[-1]):
+    raise ValueError(f'forward(winograd=True) needs a [3, 3, C, O] kernel at stride 1 with C '
+                     f'and O multiples of {_library_lanes()}: got rhs {list(rhs.shape)}, '
+                     f'strides {strides}')
+  if winograd is None:
+    winograd = (winograd_applies(lhs.shape, rhs.shape, strides)
+                and os.environ.get('REDCONV_CONV_KERNELS', '').lower() != 'direct')
   out_shape = jax.eval_shape(reference, lhs, rhs).shape
-  compiled = _ffi('redconv_conv_forward', out_shape, padding, strides)
+  compiled = _ffi('redconv_conv_winograd' if winograd else 'redconv_conv_forward', out_shape,
+                  padding, strides)
   # Decided when lowering: CUDA and TPU lowerings contain lax's convolution only.
   return lax.platform_dependent(lhs, rhs, cpu=compiled, default=reference)
 
@@ -191,12 +236,13 @@ def lax_input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
 
 
 def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
-               lhs_shape: tuple[int, ...], strides: tuple[int, int] = (1, 1)
-               ) -> jnp.ndarray:
+               lhs_shape: tuple[int, ...], strides: tuple[int, int] = (1, 1),
+               winograd: Optional[bool] = None) -> jnp.ndarray:
   """dL/dlhs `lhs_shape` of `forward(lhs, rhs, padding, strides)` given dL/dout. At
   stride 1 the forward kernel convolves `out_grad` with the kernel flipped and its
   channels swapped, padded by kh - 1 - top (etc.); lax's own gradient with a stride (a
-  dilated-input convolution), where those pads are negative, or without the kernels."""
+  dilated-input convolution), where those pads are negative, or without the kernels.
+  `winograd` as `forward`'s (for the flipped kernel)."""
   kh, kw = rhs.shape[:2]
   (top, _), (left, _) = padding
   pads = ((kh - 1 - top, lhs_shape[1] + top - out_grad.shape[1]),
@@ -204,7 +250,7 @@ def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
   if strides != (1, 1) or not _compiled_applies(out_grad, rhs, padding=pads, strides=strides):
     return lax_input_grad(out_grad, rhs, padding, lhs_shape, strides)
   flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
-  return forward(out_grad, flipped, pads)
+  return forward(out_grad, flipped, pads, winograd=winograd)
 
 
 def lax_weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple[int, ...],

@@ -55,14 +55,16 @@ WEIGHT_GRAD, FORWARD = 'redconv_conv_weight_grad', 'redconv_conv_forward'
 def test_forward_and_input_gradient_match_lax(x_shape, kernel_shape, padding, strides):
   x, g = _arrays(x_shape, kernel_shape, padding, strides)
   w = jax.random.normal(jax.random.PRNGKey(3), kernel_shape)
-  fn = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding, strides))
+  # The direct kernel (conv.cc) on every case; Winograd's has its own tests below.
+  fn = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding, strides, winograd=False))
   assert FORWARD in fn.lower(x, w).as_text()
   expected = conv_kernels.lax_forward(x, w, padding, strides)
   scale = float(jnp.abs(expected).max())
   np.testing.assert_allclose(fn(x, w), expected, rtol=1e-5, atol=1e-5 * scale)
   if strides != (1, 1):
     return
-  got = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape))(g, w)
+  got = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape,
+                                                      winograd=False))(g, w)
   expected = conv_kernels.lax_input_grad(g, w, padding, x_shape)
   assert got.shape == x_shape
   np.testing.assert_allclose(got, expected, rtol=1e-5,
@@ -78,6 +80,109 @@ def test_matches_lax_weight_gradient(x_shape, kernel_shape, padding, strides):
   assert got.shape == expected.shape == kernel_shape
   # Sums of up to ~10^4 products in another order: float32 rounding only.
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(jnp.abs(expected).max()))
+
+
+WINOGRAD = 'redconv_conv_winograd'
+WINOGRAD_CASES = [  # (x shape, kernel shape, padding): 3x3, stride 1, C and O whole vectors
+    ((8, 14, 14, 32), (3, 3, 32, 64), ((1, 1), (1, 1))),   # the CNN's second layer
+    ((3, 7, 9, 16), (3, 3, 16, 32), ((1, 1), (1, 1))),     # odd sizes: half tiles
+    ((9, 5, 6, 16), (3, 3, 16, 48), ((0, 2), (2, 0))),     # uneven padding; 9 images
+    ((2, 8, 8, 16), (3, 3, 16, 16), ((0, 0), (0, 0))),     # 'VALID': 6x6 outputs
+    ((1, 4, 4, 32), (3, 3, 32, 32), ((3, 3), (0, 2))),     # rows of zeros only
+    # 64 + 64 channels: groups of 32 tiles, so the 11 x 11 tiles of an image span groups.
+    ((2, 21, 22, 64), (3, 3, 64, 64), ((1, 1), (1, 1))),
+]
+
+
+def _float64_conv(x, w, padding):
+  """The exact convolution (float64 numpy): the reference both kernels round away from."""
+  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+  (top, bottom), (left, right) = padding
+  xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  kh, kw = w.shape[:2]
+  h, wd = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+  return sum(np.einsum('nhwc,co->nhwo', xp[:, i:i + h, j:j + wd], w[i, j])
+             for i in range(kh) for j in range(kw))
+
+
+@needs_kernel
+@pytest.mark.parametrize('x_shape,kernel_shape,padding', WINOGRAD_CASES)
+def test_winograd_forward_and_input_gradient_match_the_exact_convolution(
+    x_shape, kernel_shape, padding):
+  x, g = _arrays(x_shape, kernel_shape, padding, (1, 1))
+  w = jax.random.normal(jax.random.PRNGKey(3), kernel_shape)
+  fn = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding, winograd=True))
+  text = fn.lower(x, w).as_text()
+  assert WINOGRAD in text and FORWARD not in text
+  got, exact = np.asarray(fn(x, w)), _float64_conv(x, w, padding)
+  direct = np.asarray(conv_kernels.forward(x, w, padding, winograd=False))
+  assert got.shape == exact.shape
+  # Float32 rounding only, of the size of the direct kernel's: 9 * C products per
+  # output, summed through transforms with constants 0, +-1 and 1/2.
+  scale = np.abs(exact).max()
+  np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * scale)
+  assert np.abs(got - exact).max() <= 4 * np.abs(direct - exact).max() + 1e-6 * scale
+  if max(max(pads) for pads in padding) > 2:
+    return  # the input gradient's own padding would be negative: lax's (input_grad)
+  dx = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape, winograd=True))
+  assert WINOGRAD in dx.lower(g, w).as_text()
+  expected = conv_kernels.lax_input_grad(g, w, padding, x_shape)
+  np.testing.assert_allclose(dx(g, w), expected, rtol=1e-5,
+                             atol=1e-5 * float(jnp.abs(expected).max()))
+
+
+@needs_kernel
+def test_winograd_outputs_do_not_depend_on_the_batch_around_them():
+  # Every output is one tile's sums in one order, whichever group, part or thread holds
+  # the tile: an image's outputs are the same bits alone or among others, every call.
+  padding = ((1, 1), (1, 1))
+  x, _ = _arrays((9, 21, 22, 64), (3, 3, 64, 64), padding, (1, 1))
+  w = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 64, 64))
+  fn = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding, winograd=True))
+  batch = np.asarray(fn(x, w))
+  np.testing.assert_array_equal(np.asarray(fn(x, w)), batch)
+  for i in (0, 4, 8):
+    np.testing.assert_array_equal(np.asarray(fn(x[i:i + 1], w)), batch[i:i + 1])
+
+
+@needs_kernel
+def test_winograd_is_the_default_where_it_pays():
+  lanes = conv_kernels.vector_lanes()
+  # 32 or more channels on either side, 3x3 at stride 1, whole vectors: Winograd's.
+  assert conv_kernels.winograd_applies((8, 14, 14, 32), (3, 3, 32, 64), (1, 1))
+  assert conv_kernels.winograd_applies((8, 14, 14, 64), (3, 3, 64, 32), (1, 1))
+  assert conv_kernels.winograd_applies((8, 64, 64, 32), (3, 3, 32, 16), (1, 1))
+  # 16 and 16 (the transforms cost more than they save), 5x5, a stride, a partial vector.
+  assert not conv_kernels.winograd_applies((8, 32, 32, 16), (3, 3, 16, 16), (1, 1))
+  assert not conv_kernels.winograd_applies((8, 14, 14, 32), (5, 5, 32, 64), (1, 1))
+  assert not conv_kernels.winograd_applies((8, 14, 14, 32), (3, 3, 32, 64), (2, 2))
+  assert not conv_kernels.winograd_applies((8, 14, 14, 32), (3, 3, 32, 64 + lanes // 2), (1, 1))
+  x = jnp.ones((2, 14, 14, 32))
+  w = jnp.ones((3, 3, 32, 64))
+  padding = ((1, 1), (1, 1))
+  assert WINOGRAD in jax.jit(lambda x, w: conv_kernels.forward(x, w, padding)).lower(
+      x, w).as_text()
+  small = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding)).lower(
+      jnp.ones((2, 14, 14, 16)), jnp.ones((3, 3, 16, 16))).as_text()
+  assert FORWARD in small and WINOGRAD not in small
+
+
+@needs_kernel
+def test_direct_kernels_on_request(monkeypatch):
+  # REDCONV_CONV_KERNELS=direct: the compiled direct kernel, read when tracing.
+  monkeypatch.setenv('REDCONV_CONV_KERNELS', 'direct')
+  x, w, padding = jnp.ones((2, 14, 14, 32)), jnp.ones((3, 3, 32, 64)), ((1, 1), (1, 1))
+  text = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding)).lower(x, w).as_text()
+  assert FORWARD in text and WINOGRAD not in text
+
+
+@needs_kernel
+@pytest.mark.parametrize('kernel_shape,strides', [
+    ((5, 5, 32, 64), (1, 1)), ((3, 3, 32, 64), (2, 2)), ((3, 3, 12, 64), (1, 1))])
+def test_winograd_where_it_cannot_apply_is_a_clear_error(kernel_shape, strides):
+  x = jnp.ones((2, 14, 14, kernel_shape[2]))
+  with pytest.raises(ValueError, match=r'\[3, 3, C, O\] kernel at stride 1'):
+    conv_kernels.forward(x, jnp.ones(kernel_shape), ((1, 1), (1, 1)), strides, winograd=True)
 
 
 @needs_kernel
