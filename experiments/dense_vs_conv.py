@@ -16,7 +16,8 @@ Measured on the 2-core Intel Xeon (default config, idx source, 2026-11-27 14:53 
 20 s right after it; the machine's speed drifts ~30% between hours, README); MLP 0.8981,
 CNN 0.9307 test accuracy on all 10,000 test images (0.9299 before those passes, 0.9296
 before BatchNorm's custom gradient, 0.9303 before the compiled kernels, 0.9298 on an AMD
-EPYC: the CNN's last digits follow the float32 rounding of such changes, README).
+EPYC, 0.9281 there with Winograd's 3x3 kernel in 5 min 11 s: the CNN's last digits follow
+the float32 rounding of such changes, README).
 """
 from __future__ import annotations
 
