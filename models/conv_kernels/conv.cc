@@ -108,11 +108,8 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer<
                     stride_h, stride_w, &g))
     return ffi::Error::InvalidArgument(
         "conv forward: expected x [N, H, W, C], w [kh, kw, C, O], y [N, H', W', O]");
-  const int64_t n = lhs.dimensions()[0];
-  const int64_t parts = std::min<int64_t>(n, 8);
-  ParallelFor(pool, parts, [&](int64_t i) {
-    ForwardPart(g, lhs.typed_data(), rhs.typed_data(), n * i / parts, n * (i + 1) / parts,
-                out->typed_data());
+  ParallelForImages(pool, lhs.dimensions()[0], 8, [&](int64_t n0, int64_t n1) {
+    ForwardPart(g, lhs.typed_data(), rhs.typed_data(), n0, n1, out->typed_data());
   });
   return ffi::Error::Success();
 }

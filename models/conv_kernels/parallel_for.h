@@ -47,6 +47,14 @@ void ParallelFor(xla::ffi::ThreadPool& pool, int64_t parts, F fn) {
   shared->done.wait(lock, [&] { return shared->running.load() == 0; });
 }
 
+// fn(n0, n1) over the images [0, n) cut into min(n, max_parts) contiguous parts: a fixed
+// cut (not the thread count), so every output is computed the same way on every machine.
+template <typename F>
+void ParallelForImages(xla::ffi::ThreadPool& pool, int64_t n, int64_t max_parts, F fn) {
+  const int64_t parts = std::min<int64_t>(n, max_parts);
+  ParallelFor(pool, parts, [&](int64_t i) { fn(n * i / parts, n * (i + 1) / parts); });
+}
+
 }  // namespace redconv
 
 #endif  // REDCONV_PARALLEL_FOR_H_

@@ -179,11 +179,8 @@ ffi::Error Winograd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer
   g.wp = (g.wo + 1) / 2 * 2 + 2;
   std::vector<float> u(kTransformed * g.c * g.o);
   TransformKernel(rhs.typed_data(), g.c, g.o, u.data());
-  const int64_t n = lhs.dimensions()[0];
-  const int64_t parts = std::min<int64_t>(n, 8);
-  ParallelFor(pool, parts, [&](int64_t i) {
-    WinogradPart(g, lhs.typed_data(), u.data(), n * i / parts, n * (i + 1) / parts,
-                 out->typed_data());
+  ParallelForImages(pool, lhs.dimensions()[0], 8, [&](int64_t n0, int64_t n1) {
+    WinogradPart(g, lhs.typed_data(), u.data(), n0, n1, out->typed_data());
   });
   return ffi::Error::Success();
 }
