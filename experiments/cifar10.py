@@ -18,7 +18,10 @@ Measured (cpu variant, 18 epochs, quiet 2-core AMD EPYC CPU, 2026-11-25): test a
 1,105 images/s; 0.85 first reached at epoch 16). Rerun with Eigen convolutions
 (xla_cpu.py) on a quiet 2-core Intel Xeon, 2026-11-27: 0.8578 with flip TTA (0.8512
 without), 17.9 min (training 744 s at 1,208 images/s). An earlier 14-epoch run on a heavily
-shared machine: 0.8535 in 29.8 min. With the official data:
+shared machine: 0.8535 in 29.8 min. Rerun on the 2-core AMD EPYC, 2026-12-07 20:02 UTC
+(a slow hour of that VM, jobs of ours beside it for ~6 of its minutes): 0.8596 with flip
+TTA (0.8514 without) in 24.8 min (training 1,329 s). The fastnet's convolutions are
+lax's (`nn.Conv`), not the project's CPU kernels (models/cpu_conv.py). With the official data:
 `--config.data.source=cifar10_tfds` (downloads) or
 `--config.data.source=cifar10_bin --config.data.data_dir=<cifar-10-batches-bin>`.
 """
