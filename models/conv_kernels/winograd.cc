@@ -10,9 +10,11 @@
 // transforms: M[xi][t][o] = sum over c of V[xi][t][c] * U[xi][c][o] (t: tiles, V the
 // transformed inputs, U the transformed kernel): 16 multiply-adds per tile and channel
 // pair where the direct kernel (conv.cc) does 36, so 2.25x fewer; the transforms are
-// additions only (and halvings of the kernel), a few percent of the work at 16 channels
-// and more. The results differ from the direct sums by float32 rounding only: the
-// transforms' constants are 0, +-1 and 1/2, exact in binary.
+// additions only (and halvings of the kernel), but they load and store every value: at
+// 16 channels in and out they took ~2/3 of the time and lost to the direct kernel, so
+// `winograd_applies` (__init__.py) sends only layers with 32 or more channels here. The
+// results differ from the direct sums by float32 rounding only: the transforms'
+// constants are 0, +-1 and 1/2, exact in binary.
 //
 // The GEMMs reuse conv.cc's register blocking (conv_common.h: rows x tiles of
 // accumulators, the rows being Winograd tiles here). Tiles are taken in groups whose V
