@@ -40,6 +40,10 @@ models/conv_kernels/batch_norm.cc; same Xeon, 2026-11-27 evening, quiet): camvid
 mIoU 0.5202, pixel accuracy 0.796 (Building 0.471, Car 0.584, Fence 0.303, Pole 0.040,
 Pedestrian 0.233) in 14.1 min (training 770 s against 975 s): 0.020 below the last
 rerun, within the seeds' spread above; shapes mIoU 0.9457 (beside benchmarks of ours).
+Rerun with Winograd's 3x3 kernel (models/conv_kernels/winograd.cc) on a 2-core AMD EPYC
+(AVX2), 2026-12-07 20:28 UTC (a slow hour, ~4 min of it beside jobs of ours): camvid val
+mIoU 0.5355, pixel accuracy 0.815 (Building 0.491, Car 0.554, Fence 0.298, Pole 0.051,
+Pedestrian 0.265) in 26.4 min (training 1,431 s), within the seeds' spread above.
 The binary experiment (experiments/segment_binary.py) shares `main`: a model with one
 output channel makes the task binary (sigmoid, Dice reported). The task's exact sums
 score every evaluation (tasks/segmentation/); the report is drawn by report/segmentation.py.
