@@ -83,7 +83,7 @@ def conv_rows(repeats: int, outputs: dict) -> list[list]:
     if stride == 1:
       passes['input gradient'] = (lambda dy, w: conv_kernels.input_grad(
           dy, w, padding, x_shape, strides, winograd=False), (dy, w))
-    if conv_kernels.winograd_possible(kernel_shape, strides, kernel_shape[2]):
+    if conv_kernels.winograd_possible(kernel_shape, strides):
       # Winograd's F(2x2, 3x3) (winograd.cc): GFLOP/s counts the direct sums' work, so
       # they compare with the rows above as speeds.
       passes['forward, Winograd'] = (lambda x, w: conv_kernels.forward(

@@ -175,21 +175,19 @@ def lax_forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
   return lax.conv_general_dilated(lhs, rhs, strides, padding, dimension_numbers=NHWC)
 
 
-def winograd_applies(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
-                     strides: tuple[int, int]) -> bool:
+def winograd_applies(rhs_shape: tuple[int, ...], strides: tuple[int, int]) -> bool:
   """Whether `forward` takes Winograd's F(2x2, 3x3) (winograd.cc) by default on this
-  machine: a 3x3 kernel at stride 1 whose input and output channels fill whole vectors,
-  32 or more of either. (At 16 in and 16 out the transforms cost more than the
-  multiply-adds they save: 1.04-1.14x the direct kernel's time, benchmarks/README.md.)"""
-  c, o = lhs_shape[-1], rhs_shape[-1]
-  return winograd_possible(rhs_shape, strides, c) and max(c, o) >= 32
+  machine for a kernel `[kh, kw, C, O]`: 3x3 at stride 1, C and O whole vectors, 32 or
+  more of either. (At 16 in and 16 out the transforms cost more than the multiply-adds
+  they save: 1.04-1.14x the direct kernel's time, benchmarks/README.md.)"""
+  return winograd_possible(rhs_shape, strides) and max(rhs_shape[2], rhs_shape[3]) >= 32
 
 
-def winograd_possible(rhs_shape: tuple[int, ...], strides: tuple[int, int], c: int) -> bool:
+def winograd_possible(rhs_shape: tuple[int, ...], strides: tuple[int, int]) -> bool:
   """Whether winograd.cc can compute it at all: 3x3 at stride 1, C and O whole vectors."""
   lanes = _library_lanes()
   return (tuple(rhs_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and lanes > 0
-          and c % lanes == 0 and rhs_shape[-1] % lanes == 0)
+          and rhs_shape[2] % lanes == 0 and rhs_shape[3] % lanes == 0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -214,12 +212,12 @@ def forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
                        f'(lhs {lhs.dtype}{list(lhs.shape)}, rhs {rhs.dtype}{list(rhs.shape)}, '
                        f'padding {padding}, strides {strides})')
     return reference(lhs, rhs)
-  if winograd and not winograd_possible(rhs.shape, strides, lhs.shape[-1]):
+  if winograd and not winograd_possible(rhs.shape, strides):
     raise ValueError(f'forward(winograd=True) needs a [3, 3, C, O] kernel at stride 1 with C '
                      f'and O multiples of {_library_lanes()}: got rhs {list(rhs.shape)}, '
                      f'strides {strides}')
   if winograd is None:
-    winograd = (winograd_applies(lhs.shape, rhs.shape, strides)
+    winograd = (winograd_applies(rhs.shape, strides)
                 and os.environ.get('REDCONV_CONV_KERNELS', '').lower() != 'direct')
   out_shape = jax.eval_shape(reference, lhs, rhs).shape
   compiled = _ffi('redconv_conv_winograd' if winograd else 'redconv_conv_forward', out_shape,
@@ -248,6 +246,11 @@ def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
   pads = ((kh - 1 - top, lhs_shape[1] + top - out_grad.shape[1]),
           (kw - 1 - left, lhs_shape[2] + left - out_grad.shape[2]))
   if strides != (1, 1) or not _compiled_applies(out_grad, rhs, padding=pads, strides=strides):
+    if winograd:
+      raise ValueError('input_grad(winograd=True): the compiled kernels do not apply here '
+                       f'(rhs {list(rhs.shape)}, padding {padding}, strides {strides}: the '
+                       'input gradient is lax\'s with a stride or a negative padding '
+                       f'{pads})')
     return lax_input_grad(out_grad, rhs, padding, lhs_shape, strides)
   flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
   return forward(out_grad, flipped, pads, winograd=winograd)

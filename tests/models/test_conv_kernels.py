@@ -123,7 +123,10 @@ def test_winograd_forward_and_input_gradient_match_the_exact_convolution(
   np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * scale)
   assert np.abs(got - exact).max() <= 4 * np.abs(direct - exact).max() + 1e-6 * scale
   if max(max(pads) for pads in padding) > 2:
-    return  # the input gradient's own padding would be negative: lax's (input_grad)
+    # The input gradient's own padding would be negative: lax's, so not Winograd's.
+    with pytest.raises(ValueError, match='negative padding'):
+      conv_kernels.input_grad(g, w, padding, x_shape, winograd=True)
+    return
   dx = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape, winograd=True))
   assert WINOGRAD in dx.lower(g, w).as_text()
   expected = conv_kernels.lax_input_grad(g, w, padding, x_shape)
@@ -149,14 +152,14 @@ def test_winograd_outputs_do_not_depend_on_the_batch_around_them():
 def test_winograd_is_the_default_where_it_pays():
   lanes = conv_kernels.vector_lanes()
   # 32 or more channels on either side, 3x3 at stride 1, whole vectors: Winograd's.
-  assert conv_kernels.winograd_applies((8, 14, 14, 32), (3, 3, 32, 64), (1, 1))
-  assert conv_kernels.winograd_applies((8, 14, 14, 64), (3, 3, 64, 32), (1, 1))
-  assert conv_kernels.winograd_applies((8, 64, 64, 32), (3, 3, 32, 16), (1, 1))
+  assert conv_kernels.winograd_applies((3, 3, 32, 64), (1, 1))
+  assert conv_kernels.winograd_applies((3, 3, 64, 32), (1, 1))
+  assert conv_kernels.winograd_applies((3, 3, 32, 16), (1, 1))
   # 16 and 16 (the transforms cost more than they save), 5x5, a stride, a partial vector.
-  assert not conv_kernels.winograd_applies((8, 32, 32, 16), (3, 3, 16, 16), (1, 1))
-  assert not conv_kernels.winograd_applies((8, 14, 14, 32), (5, 5, 32, 64), (1, 1))
-  assert not conv_kernels.winograd_applies((8, 14, 14, 32), (3, 3, 32, 64), (2, 2))
-  assert not conv_kernels.winograd_applies((8, 14, 14, 32), (3, 3, 32, 64 + lanes // 2), (1, 1))
+  assert not conv_kernels.winograd_applies((3, 3, 16, 16), (1, 1))
+  assert not conv_kernels.winograd_applies((5, 5, 32, 64), (1, 1))
+  assert not conv_kernels.winograd_applies((3, 3, 32, 64), (2, 2))
+  assert not conv_kernels.winograd_applies((3, 3, 32, 64 + lanes // 2), (1, 1))
   x = jnp.ones((2, 14, 14, 32))
   w = jnp.ones((3, 3, 32, 64))
   padding = ((1, 1), (1, 1))
@@ -183,6 +186,11 @@ def test_winograd_where_it_cannot_apply_is_a_clear_error(kernel_shape, strides):
   x = jnp.ones((2, 14, 14, kernel_shape[2]))
   with pytest.raises(ValueError, match=r'\[3, 3, C, O\] kernel at stride 1'):
     conv_kernels.forward(x, jnp.ones(kernel_shape), ((1, 1), (1, 1)), strides, winograd=True)
+  if strides != (1, 1):  # the input gradient with a stride is lax's: no Winograd either
+    g = jnp.ones((2, 7, 7, kernel_shape[3]))
+    with pytest.raises(ValueError, match='input_grad\\(winograd=True\\)'):
+      conv_kernels.input_grad(g, jnp.ones(kernel_shape), ((0, 1), (0, 1)), x.shape, strides,
+                              winograd=True)
 
 
 @needs_kernel
