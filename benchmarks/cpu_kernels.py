@@ -3,8 +3,8 @@
 Convolutions: for the CNN's, ResNet-20's and the U-Net's layer shapes (their benchmark
 batches), the forward pass, the weight gradient and the stride-1 input gradient of
 `models.conv_kernels`, each jitted alone: best of `--repeats` calls, ms and GFLOP/s;
-the forward pass and input gradient with the direct kernel and, for 3x3 at stride 1,
-with Winograd's (GFLOP/s of the direct sums' count, a speed to compare).
+each with the direct kernel and, for 3x3 at stride 1, with Winograd's (GFLOP/s of the
+direct sums' count, a speed to compare).
 BatchNorm (models/conv_kernels/norm.py): each pass over a first-stage activation against
 XLA's fusion of the same arithmetic, median of `--repeats`, with the bandwidth of the
 tensors each pass must read and write.
@@ -79,17 +79,19 @@ def conv_rows(repeats: int, outputs: dict) -> list[list]:
     passes = {'forward': (lambda x, w: conv_kernels.forward(
                   x, w, padding, strides, winograd=False), (x, w)),
               'weight gradient': (lambda x, dy: conv_kernels.weight_grad(
-                  x, dy, kernel_shape, padding, strides), (x, dy))}
+                  x, dy, kernel_shape, padding, strides, winograd=False), (x, dy))}
     if stride == 1:
       passes['input gradient'] = (lambda dy, w: conv_kernels.input_grad(
           dy, w, padding, x_shape, strides, winograd=False), (dy, w))
     if conv_kernels.winograd_possible(kernel_shape, strides):
-      # Winograd's F(2x2, 3x3) (winograd.cc): GFLOP/s counts the direct sums' work, so
-      # they compare with the rows above as speeds.
+      # Winograd's F(2x2, 3x3) (winograd.cc, winograd_weight_grad.cc): GFLOP/s counts the
+      # direct sums' work, so they compare with the rows above as speeds.
       passes['forward, Winograd'] = (lambda x, w: conv_kernels.forward(
           x, w, padding, strides, winograd=True), (x, w))
       passes['input gradient, Winograd'] = (lambda dy, w: conv_kernels.input_grad(
           dy, w, padding, x_shape, strides, winograd=True), (dy, w))
+      passes['weight gradient, Winograd'] = (lambda x, dy: conv_kernels.weight_grad(
+          x, dy, kernel_shape, padding, strides, winograd=True), (x, dy))
     flops = 2 * np.prod(y_shape) * np.prod(kernel_shape[:3])
     for pass_name, (fn, args) in passes.items():
       fn = jax.jit(fn)

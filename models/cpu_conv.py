@@ -8,8 +8,8 @@ computes
     27, stride 1: a first layer; models/few_channel_conv.py), else with the compiled
     kernels of models/conv_kernels (Winograd's for 3x3 at stride 1 with 32 or more
     channels, the direct kernel else);
-  - the weight gradient with the compiled kernel, the largest cost of a conv net's
-    step on CPU under XLA's own;
+  - the weight gradient with the compiled kernels (Winograd's where the forward pass
+    is), the largest cost of a conv net's step on CPU under XLA's own;
   - the input gradient at stride 1 as the compiled forward kernel on the flipped
     kernel, with a stride as lax's (XLA drops it when nothing uses it: a first layer).
 Where the kernels cannot be built (no C++ compiler) they are lax's. Measured per layer

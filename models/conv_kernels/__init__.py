@@ -1,15 +1,15 @@
 """Compiled CPU kernels for convolutions, called from XLA through its FFI.
 
 For an NHWC / HWIO float32 convolution (no dilation, one group):
-`forward(lhs, rhs, padding, strides)`, `input_grad(out_grad, rhs, padding)` (stride 1:
-the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel_shape,
-padding, strides)`. On CPU they run `conv.cc` and `weight_grad.cc`, GEMM kernels that
-keep a block of accumulators in vector registers: XLA's own (Eigen) weight gradient was
-2-4x slower than TensorFlow's oneDNN, its forward pass up to 2x at 16 channels, and that
-is where our conv nets lost to Keras (benchmarks/README.md). For 3x3 convolutions at
-stride 1 with 32 or more channels the forward pass and input gradient are `winograd.cc`,
-Winograd's F(2x2, 3x3): 2.25x fewer multiply-adds, 0.54-0.77x the direct kernel's time
-(`REDCONV_CONV_KERNELS=direct` keeps conv.cc's). On GPU and TPU, and wherever the
+`forward(lhs, rhs, padding, strides)`, `input_grad(out_grad, rhs, padding, lhs_shape,
+strides)` (stride 1: the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel_shape, padding, strides)`. On CPU they run
+`conv.cc` and `weight_grad.cc`, GEMM kernels that keep a block of accumulators in vector
+registers: XLA's own (Eigen) weight gradient was 2-4x slower than TensorFlow's oneDNN,
+its forward pass up to 2x at 16 channels, and that is where our conv nets lost to Keras
+(benchmarks/README.md). For 3x3 convolutions at stride 1 with 32 or more channels all
+three are Winograd's F(2x2, 3x3) (`winograd.cc`; the weight gradient
+`winograd_weight_grad.cc`): 2.25x fewer multiply-adds, 0.54-0.77x the direct kernels'
+time (`REDCONV_CONV_KERNELS=direct` keeps the direct ones). On GPU and TPU, and wherever the
 kernels cannot be built, they are lax's own: the same sums in another order. On a
 mesh of several CPU devices XLA's partitioner gathers the batch around each call (the
 results are right, the work is not split; one CPU device is the project's setting,
@@ -47,6 +47,7 @@ from jax import lax
 TARGETS = {'redconv_conv_forward': 'RedconvConvForward',
            'redconv_conv_winograd': 'RedconvConvWinograd',
            'redconv_conv_weight_grad': 'RedconvConvWeightGrad',
+           'redconv_conv_winograd_weight_grad': 'RedconvConvWinogradWeightGrad',
            'redconv_bn_stats': 'RedconvBnStats',
            'redconv_bn_apply': 'RedconvBnApply',
            'redconv_bn_apply_residual': 'RedconvBnApplyResidual',
@@ -60,10 +61,11 @@ _HERE = os.path.dirname(__file__)
 # Compiled together into one library (batch_norm.cc and bn_pool.cc: BatchNorm's
 # passes, norm.py).
 SOURCES = tuple(os.path.join(_HERE, name)
-                for name in ('conv.cc', 'winograd.cc', 'weight_grad.cc', 'batch_norm.cc',
-                             'bn_pool.cc'))
+                for name in ('conv.cc', 'winograd.cc', 'weight_grad.cc',
+                             'winograd_weight_grad.cc', 'batch_norm.cc', 'bn_pool.cc'))
 HEADERS = tuple(os.path.join(_HERE, name)
-                for name in ('conv_common.h', 'norm_common.h', 'parallel_for.h', 'vector.h'))
+                for name in ('conv_common.h', 'norm_common.h', 'parallel_for.h', 'vector.h',
+                             'winograd.h'))
 BUILD_TIMEOUT_S = 300  # ~5 s here; a stuck compiler must not hang every experiment
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # the layouts every function here takes
 
@@ -176,10 +178,11 @@ def lax_forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
 
 
 def winograd_applies(rhs_shape: tuple[int, ...], strides: tuple[int, int]) -> bool:
-  """Whether `forward` takes Winograd's F(2x2, 3x3) (winograd.cc) by default on this
-  machine for a kernel `[kh, kw, C, O]`: 3x3 at stride 1, C and O whole vectors, 32 or
-  more of either. (At 16 in and 16 out the transforms cost more than the multiply-adds
-  they save: 1.04-1.14x the direct kernel's time, benchmarks/README.md.)"""
+  """Whether `forward` and `weight_grad` take Winograd's (winograd.cc,
+  winograd_weight_grad.cc) by default on this machine for a kernel `[kh, kw, C, O]`: 3x3
+  at stride 1, C and O whole vectors, 32 or more of either. (At 16 in and 16 out the
+  transforms cost more than the multiply-adds they save: 1.04-1.14x the direct kernel's
+  time for the forward pass, ~1.1x for the weight gradient, benchmarks/README.md.)"""
   return winograd_possible(rhs_shape, strides) and max(rhs_shape[2], rhs_shape[3]) >= 32
 
 
@@ -188,6 +191,20 @@ def winograd_possible(rhs_shape: tuple[int, ...], strides: tuple[int, int]) -> b
   lanes = _library_lanes()
   return (tuple(rhs_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and lanes > 0
           and rhs_shape[2] % lanes == 0 and rhs_shape[3] % lanes == 0)
+
+
+def _choose_winograd(caller: str, winograd: Optional[bool], rhs_shape: tuple[int, ...],
+                     strides: tuple[int, int]) -> bool:
+  """`winograd` resolved for a call the compiled kernels take: None by the default rule
+  (and `REDCONV_CONV_KERNELS=direct`, read when tracing), True checked."""
+  if winograd and not winograd_possible(rhs_shape, strides):
+    raise ValueError(f'{caller}(winograd=True) needs a [3, 3, C, O] kernel at stride 1 with '
+                     f'C and O multiples of {_library_lanes()}: got kernel '
+                     f'{list(rhs_shape)}, strides {strides}')
+  if winograd is None:
+    return (winograd_applies(rhs_shape, strides)
+            and os.environ.get('REDCONV_CONV_KERNELS', '').lower() != 'direct')
+  return winograd
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,13 +229,7 @@ def forward(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
                        f'(lhs {lhs.dtype}{list(lhs.shape)}, rhs {rhs.dtype}{list(rhs.shape)}, '
                        f'padding {padding}, strides {strides})')
     return reference(lhs, rhs)
-  if winograd and not winograd_possible(rhs.shape, strides):
-    raise ValueError(f'forward(winograd=True) needs a [3, 3, C, O] kernel at stride 1 with C '
-                     f'and O multiples of {_library_lanes()}: got rhs {list(rhs.shape)}, '
-                     f'strides {strides}')
-  if winograd is None:
-    winograd = (winograd_applies(rhs.shape, strides)
-                and os.environ.get('REDCONV_CONV_KERNELS', '').lower() != 'direct')
+  winograd = _choose_winograd('forward', winograd, rhs.shape, strides)
   out_shape = jax.eval_shape(reference, lhs, rhs).shape
   compiled = _ffi('redconv_conv_winograd' if winograd else 'redconv_conv_forward', out_shape,
                   padding, strides)
@@ -264,14 +275,23 @@ def lax_weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple
 
 
 def weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple[int, ...],
-                padding: Padding, strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
+                padding: Padding, strides: tuple[int, int] = (1, 1),
+                winograd: Optional[bool] = None) -> jnp.ndarray:
   """dL/dkernel `[kh, kw, C, O]` of `forward(lhs [N, H, W, C], kernel, padding,
-  strides)` given dL/dout `[N, H', W', O]`."""
+  strides)` given dL/dout `[N, H', W', O]`. `winograd` as `forward`'s: by default
+  Winograd's F(3x3, 2x2) (winograd_weight_grad.cc) where `winograd_applies`."""
   reference = functools.partial(lax_weight_grad, kernel_shape=kernel_shape, padding=padding,
                                 strides=strides)
   if not _compiled_applies(lhs, out_grad, padding=padding, strides=strides):
+    if winograd:
+      raise ValueError('weight_grad(winograd=True): the compiled kernels do not apply here '
+                       f'(lhs {lhs.dtype}{list(lhs.shape)}, out_grad '
+                       f'{out_grad.dtype}{list(out_grad.shape)}, padding {padding}, strides '
+                       f'{strides})')
     return reference(lhs, out_grad)
-  compiled = _ffi('redconv_conv_weight_grad', kernel_shape, padding, strides)
+  winograd = _choose_winograd('weight_grad', winograd, kernel_shape, strides)
+  compiled = _ffi('redconv_conv_winograd_weight_grad' if winograd else
+                  'redconv_conv_weight_grad', kernel_shape, padding, strides)
   # Decided when lowering: CUDA and TPU lowerings contain lax's gradient only.
   return lax.platform_dependent(lhs, out_grad, cpu=compiled, default=reference)
 

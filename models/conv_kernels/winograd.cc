@@ -23,20 +23,17 @@
 // one part in one order: bit-reproducible whatever thread runs what.
 #include <algorithm>
 #include <cstdint>
-#include <string>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
 #include "conv_common.h"
 #include "parallel_for.h"
+#include "winograd.h"
 
 namespace ffi = xla::ffi;
 using namespace redconv;  // NOLINT: the kernels' own shared vocabulary
 
 namespace {
-
-constexpr int kTransformed = 16;  // positions of the 4x4 transforms
-constexpr int64_t kGroupBytes = 256 << 10;
 
 // U[xi][c][o] = (G g G^T)[xi] for the kernel w [3, 3, C, O], O a multiple of kLanes:
 // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
@@ -62,28 +59,6 @@ void TransformKernel(const float* w, int64_t c, int64_t o, float* u) {
     }
 }
 
-// V[xi][t][c0 ...] = (B^T d B)[xi] for the 4x4 patch d at xp (row stride `row`, pixel
-// stride C), B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
-inline void TransformInput(const float* xp, int64_t row, int64_t c, int64_t c0,
-                           int64_t v_stride, float* v) {
-  Vec d[4][4];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) d[i][j] = LoadVec(xp + i * row + j * c + c0);
-  Vec r[4][4];  // B^T d
-  for (int j = 0; j < 4; ++j) {
-    r[0][j] = d[0][j] - d[2][j];
-    r[1][j] = d[1][j] + d[2][j];
-    r[2][j] = d[2][j] - d[1][j];
-    r[3][j] = d[1][j] - d[3][j];
-  }
-  for (int k = 0; k < 4; ++k) {  // (B^T d) B
-    StoreVec(v + (k * 4 + 0) * v_stride, r[k][0] - r[k][2]);
-    StoreVec(v + (k * 4 + 1) * v_stride, r[k][1] + r[k][2]);
-    StoreVec(v + (k * 4 + 2) * v_stride, r[k][2] - r[k][1]);
-    StoreVec(v + (k * 4 + 3) * v_stride, r[k][1] - r[k][3]);
-  }
-}
-
 // m[r][o0 + t * kLanes ...] = sum over k < C of v[r][k] * u[k][o0 + t * kLanes ...] for
 // kRows tiles (v: rows of C, u: rows of O, m: rows of O).
 template <int kRows, int kTiles>
@@ -107,59 +82,40 @@ struct GemmKernel {
   template <int kRows, int kTiles> static constexpr auto kFn = &GemmBlock<kRows, kTiles>;
 };
 
-// The outputs of images [n0, n1): per chunk of padded images, groups of tiles through
-// the input transform, the 16 GEMMs and the output transform
-// A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
+// The outputs of images [n0, n1): per group of tiles (winograd.h), the input transform,
+// the 16 GEMMs and the output transform A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
 void WinogradPart(const Geometry& g, const float* x, const float* u, int64_t n0, int64_t n1,
                   float* y) {
-  const int64_t th = (g.ho + 1) / 2, tw = (g.wo + 1) / 2, image_tiles = th * tw;
-  const int64_t group = std::max<int64_t>(
-      kMaxRows, kGroupBytes / (kTransformed * (g.c + g.o) * 4));
-  std::vector<float> v(kTransformed * group * g.c), m(kTransformed * group * g.o);
-  const int64_t row = g.wp * g.c;
-  ForEachChunk(g, x, n0, n1, [&](int64_t c0, int64_t c1, const float* xpad) {
-    const int64_t tiles = (c1 - c0) * image_tiles;
-    const int64_t groups = (tiles + group - 1) / group;
-    for (int64_t gi = 0, t0 = 0; gi < groups; ++gi) {
-      // Groups of even size (49 = 25 + 24, not 42 + 7): few rows starve the GEMM blocks.
-      const int64_t count = tiles / groups + (gi < tiles % groups);
-      const int64_t v_stride = count * g.c, m_stride = count * g.o;
-      for (int64_t t = 0; t < count; ++t) {
-        const int64_t k = t0 + t, b = k / image_tiles, ty = k % image_tiles / tw,
-                      tx = k % tw;
-        const float* xp = xpad + ((b * g.hp + 2 * ty) * g.wp + 2 * tx) * g.c;
-        for (int64_t ci = 0; ci < g.c; ci += kLanes)
-          TransformInput(xp, row, g.c, ci, v_stride, v.data() + t * g.c + ci);
-      }
-      for (int xi = 0; xi < kTransformed; ++xi)
-        ForEachBlock<GemmKernel>(count, g.o, [&](auto block, int64_t r0, int64_t o0, int, int) {
-          block(v.data() + xi * v_stride + r0 * g.c, u + xi * g.c * g.o + o0, g.c, g.o,
-                m.data() + xi * m_stride + r0 * g.o + o0);
-        });
-      for (int64_t t = 0; t < count; ++t) {
-        const int64_t k = t0 + t, b = c0 + k / image_tiles, ty = k % image_tiles / tw,
-                      tx = k % tw;
-        const bool second_row = 2 * ty + 1 < g.ho, second_col = 2 * tx + 1 < g.wo;
-        float* out = y + ((b * g.ho + 2 * ty) * g.wo + 2 * tx) * g.o;
-        for (int64_t o0 = 0; o0 < g.o; o0 += kLanes) {
-          const float* mp = m.data() + t * g.o + o0;
-          Vec s[2][4];  // A^T m
-          for (int l = 0; l < 4; ++l) {
-            const Vec m0 = LoadVec(mp + (0 * 4 + l) * m_stride),
-                      m1 = LoadVec(mp + (1 * 4 + l) * m_stride),
-                      m2 = LoadVec(mp + (2 * 4 + l) * m_stride),
-                      m3 = LoadVec(mp + (3 * 4 + l) * m_stride);
-            s[0][l] = m0 + m1 + m2;
-            s[1][l] = m1 - m2 - m3;
-          }
-          for (int i = 0; i < (second_row ? 2 : 1); ++i) {  // (A^T m) A
-            float* dst = out + i * g.wo * g.o + o0;
-            StoreVec(dst, s[i][0] + s[i][1] + s[i][2]);
-            if (second_col) StoreVec(dst + g.o, s[i][1] - s[i][2] - s[i][3]);
-          }
+  std::vector<float> v, m;
+  ForEachTileGroup(g, x, n0, n1, &v, [&](int64_t count, auto tile) {
+    const int64_t v_stride = PositionStride(count, g.c), m_stride = PositionStride(count, g.o);
+    m.resize(kTransformed * m_stride);
+    for (int xi = 0; xi < kTransformed; ++xi)
+      ForEachBlock<GemmKernel>(count, g.o, [&](auto block, int64_t r0, int64_t o0, int, int) {
+        block(v.data() + xi * v_stride + r0 * g.c, u + xi * g.c * g.o + o0, g.c, g.o,
+              m.data() + xi * m_stride + r0 * g.o + o0);
+      });
+    for (int64_t t = 0; t < count; ++t) {
+      const Tile at = tile(t);
+      const bool second_row = at.y + 1 < g.ho, second_col = at.x + 1 < g.wo;
+      float* out = y + ((at.b * g.ho + at.y) * g.wo + at.x) * g.o;
+      for (int64_t o0 = 0; o0 < g.o; o0 += kLanes) {
+        const float* mp = m.data() + t * g.o + o0;
+        Vec s[2][4];  // A^T m
+        for (int l = 0; l < 4; ++l) {
+          const Vec m0 = LoadVec(mp + (0 * 4 + l) * m_stride),
+                    m1 = LoadVec(mp + (1 * 4 + l) * m_stride),
+                    m2 = LoadVec(mp + (2 * 4 + l) * m_stride),
+                    m3 = LoadVec(mp + (3 * 4 + l) * m_stride);
+          s[0][l] = m0 + m1 + m2;
+          s[1][l] = m1 - m2 - m3;
+        }
+        for (int i = 0; i < (second_row ? 2 : 1); ++i) {  // (A^T m) A
+          float* dst = out + i * g.wo * g.o + o0;
+          StoreVec(dst, s[i][0] + s[i][1] + s[i][2]);
+          if (second_col) StoreVec(dst + g.o, s[i][1] - s[i][2] - s[i][3]);
         }
       }
-      t0 += count;
     }
   });
 }
@@ -168,17 +124,9 @@ ffi::Error Winograd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs, ffi::Buffer
                     ffi::ResultBuffer<ffi::F32> out, int64_t pad_top, int64_t pad_left,
                     int64_t stride_h, int64_t stride_w) {
   Geometry g;
-  const auto w = rhs.dimensions();
-  if (!MakeGeometry(lhs.dimensions(), w, out->dimensions(), pad_top, pad_left, stride_h,
-                    stride_w, &g) || w[0] != 3 || w[1] != 3 || stride_h != 1 ||
-      stride_w != 1 || g.c % kLanes != 0 || g.o % kLanes != 0)
-    return ffi::Error::InvalidArgument(
-        "winograd conv: expected x [N, H, W, C], w [3, 3, C, O], y [N, H', W', O], stride "
-        "1, C and O multiples of " + std::to_string(kLanes));
-  // Whole 2x2 tiles: the padded input spans an even number of output rows and columns
-  // (Pad fills the extra row or column with zeros; their outputs are not written).
-  g.hp = (g.ho + 1) / 2 * 2 + 2;
-  g.wp = (g.wo + 1) / 2 * 2 + 2;
+  if (!MakeGeometry(lhs.dimensions(), rhs.dimensions(), out->dimensions(), pad_top, pad_left,
+                    stride_h, stride_w, &g) || !WholeTiles(&g))
+    return ffi::Error::InvalidArgument(WinogradShapeError("winograd conv"));
   std::vector<float> u(kTransformed * g.c * g.o);
   TransformKernel(rhs.typed_data(), g.c, g.o, u.data());
   ParallelForImages(pool, lhs.dimensions()[0], 8, [&](int64_t n0, int64_t n1) {

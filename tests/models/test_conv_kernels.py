@@ -82,7 +82,7 @@ def test_matches_lax_weight_gradient(x_shape, kernel_shape, padding, strides):
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(jnp.abs(expected).max()))
 
 
-WINOGRAD = 'redconv_conv_winograd'
+WINOGRAD, WINOGRAD_WEIGHT_GRAD = 'redconv_conv_winograd', 'redconv_conv_winograd_weight_grad'
 WINOGRAD_CASES = [  # (x shape, kernel shape, padding): 3x3, stride 1, C and O whole vectors
     ((8, 14, 14, 32), (3, 3, 32, 64), ((1, 1), (1, 1))),   # the CNN's second layer
     ((3, 7, 9, 16), (3, 3, 16, 32), ((1, 1), (1, 1))),     # odd sizes: half tiles
@@ -103,6 +103,16 @@ def _float64_conv(x, w, padding):
   h, wd = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
   return sum(np.einsum('nhwc,co->nhwo', xp[:, i:i + h, j:j + wd], w[i, j])
              for i in range(kh) for j in range(kw))
+
+
+def _float64_weight_grad(x, dy, kernel_shape, padding):
+  """The exact weight gradient (float64 numpy) of the stride-1 convolution."""
+  x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
+  (top, bottom), (left, right) = padding
+  xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  h, wd = dy.shape[1:3]
+  return np.array([[np.einsum('nhwc,nhwo->co', xp[:, i:i + h, j:j + wd], dy)
+                    for j in range(kernel_shape[1])] for i in range(kernel_shape[0])])
 
 
 @needs_kernel
@@ -132,6 +142,30 @@ def test_winograd_forward_and_input_gradient_match_the_exact_convolution(
   expected = conv_kernels.lax_input_grad(g, w, padding, x_shape)
   np.testing.assert_allclose(dx(g, w), expected, rtol=1e-5,
                              atol=1e-5 * float(jnp.abs(expected).max()))
+
+
+@needs_kernel
+@pytest.mark.parametrize('x_shape,kernel_shape,padding', WINOGRAD_CASES + [
+    # ResNet-20's second stage at its batch: 64 tiles of 32 channels a group, 2048 tiles
+    # summed per part.
+    ((128, 16, 16, 32), (3, 3, 32, 32), ((1, 1), (1, 1)))])
+def test_winograd_weight_gradient_matches_the_exact_sums(x_shape, kernel_shape, padding):
+  x, g = _arrays(x_shape, kernel_shape, padding, (1, 1))
+  fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, kernel_shape, padding,
+                                                     winograd=True))
+  text = fn.lower(x, g).as_text()
+  assert WINOGRAD_WEIGHT_GRAD in text and WEIGHT_GRAD not in text.replace(
+      WINOGRAD_WEIGHT_GRAD, '')
+  got = np.asarray(fn(x, g))
+  exact = _float64_weight_grad(x, g, kernel_shape, padding)
+  direct = np.asarray(conv_kernels.weight_grad(x, g, kernel_shape, padding, winograd=False))
+  assert got.shape == exact.shape == kernel_shape
+  # Float32 rounding of sums over every pixel of the batch, of the size of the direct
+  # kernel's (measured 0.7-1.9x of it): a wrong transform or a lost tile is off by the
+  # size of the gradient itself.
+  scale = np.abs(exact).max()
+  np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * scale)
+  assert np.abs(got - exact).max() <= 4 * np.abs(direct - exact).max() + 1e-7 * scale
 
 
 @needs_kernel
@@ -168,6 +202,13 @@ def test_winograd_is_the_default_where_it_pays():
   small = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding)).lower(
       jnp.ones((2, 14, 14, 16)), jnp.ones((3, 3, 16, 16))).as_text()
   assert FORWARD in small and WINOGRAD not in small
+  # The weight gradient by the same rule.
+  dy = jnp.ones((2, 14, 14, 64))
+  grad = jax.jit(lambda x, dy: conv_kernels.weight_grad(x, dy, (3, 3, 32, 64), padding))
+  assert WINOGRAD_WEIGHT_GRAD in grad.lower(x, dy).as_text()
+  small = jax.jit(lambda x, dy: conv_kernels.weight_grad(x, dy, (3, 3, 16, 16), padding))
+  text = small.lower(jnp.ones((2, 14, 14, 16)), jnp.ones((2, 14, 14, 16))).as_text()
+  assert WEIGHT_GRAD in text and WINOGRAD not in text
 
 
 @needs_kernel
@@ -177,6 +218,10 @@ def test_direct_kernels_on_request(monkeypatch):
   x, w, padding = jnp.ones((2, 14, 14, 32)), jnp.ones((3, 3, 32, 64)), ((1, 1), (1, 1))
   text = jax.jit(lambda x, w: conv_kernels.forward(x, w, padding)).lower(x, w).as_text()
   assert FORWARD in text and WINOGRAD not in text
+  dy = jnp.ones((2, 14, 14, 64))
+  text = jax.jit(lambda x, dy: conv_kernels.weight_grad(x, dy, (3, 3, 32, 64), padding)).lower(
+      x, dy).as_text()
+  assert WEIGHT_GRAD in text and WINOGRAD not in text
 
 
 @needs_kernel
@@ -186,6 +231,10 @@ def test_winograd_where_it_cannot_apply_is_a_clear_error(kernel_shape, strides):
   x = jnp.ones((2, 14, 14, kernel_shape[2]))
   with pytest.raises(ValueError, match=r'\[3, 3, C, O\] kernel at stride 1'):
     conv_kernels.forward(x, jnp.ones(kernel_shape), ((1, 1), (1, 1)), strides, winograd=True)
+  g = jnp.ones((2, 14 // strides[0], 14 // strides[1], kernel_shape[3]))
+  with pytest.raises(ValueError, match=r'weight_grad\(winograd=True\) needs a \[3, 3, C, O\]'):
+    conv_kernels.weight_grad(x, g, kernel_shape, (((kernel_shape[0] - 1) // 2,) * 2,) * 2,
+                             strides, winograd=True)
   if strides != (1, 1):  # the input gradient with a stride is lax's: no Winograd either
     g = jnp.ones((2, 7, 7, kernel_shape[3]))
     with pytest.raises(ValueError, match='input_grad\\(winograd=True\\)'):
@@ -194,11 +243,13 @@ def test_winograd_where_it_cannot_apply_is_a_clear_error(kernel_shape, strides):
 
 
 @needs_kernel
-def test_bit_reproducible():
+@pytest.mark.parametrize('winograd', [False, True])
+def test_bit_reproducible(winograd):
   # Fixed parts summed in a fixed order: which pool thread ran which part is irrelevant.
   shape, padding, strides = (3, 3, 32, 64), ((1, 1), (1, 1)), (1, 1)
   x, g = _arrays((32, 14, 14, 32), shape, padding, strides)
-  fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides))
+  fn = jax.jit(lambda x, g: conv_kernels.weight_grad(x, g, shape, padding, strides,
+                                                     winograd=winograd))
   first = np.asarray(fn(x, g))
   for _ in range(3):
     np.testing.assert_array_equal(np.asarray(fn(x, g)), first)
