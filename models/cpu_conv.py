@@ -10,8 +10,9 @@ computes
     channels, the direct kernel else);
   - the weight gradient with the compiled kernels (Winograd's where the forward pass
     is), the largest cost of a conv net's step on CPU under XLA's own;
-  - the input gradient at stride 1 as the compiled forward kernel on the flipped
-    kernel, with a stride as lax's (XLA drops it when nothing uses it: a first layer).
+  - the input gradient as the compiled forward kernel on the flipped kernel, with a
+    stride on each phase of the input's pixels (XLA drops it when nothing uses it: a
+    first layer).
 Where the kernels cannot be built (no C++ compiler) they are lax's. Measured per layer
 and per step in benchmarks/README.md. The same function as lax's up to float32
 rounding (sums in another order); the kernel keeps its shape and layout, so

@@ -2,7 +2,8 @@
 
 For an NHWC / HWIO float32 convolution (no dilation, one group):
 `forward(lhs, rhs, padding, strides)`, `input_grad(out_grad, rhs, padding, lhs_shape,
-strides)` (stride 1: the forward kernel on the flipped kernel) and `weight_grad(lhs, out_grad, kernel_shape, padding, strides)`. On CPU they run
+strides)` (the forward kernel on the flipped kernel; with a stride, on each phase of the
+input) and `weight_grad(lhs, out_grad, kernel_shape, padding, strides)`. On CPU they run
 `conv.cc` and `weight_grad.cc`, GEMM kernels that keep a block of accumulators in vector
 registers: XLA's own (Eigen) weight gradient was 2-4x slower than TensorFlow's oneDNN,
 its forward pass up to 2x at 16 channels, and that is where our conv nets lost to Keras
@@ -249,22 +250,68 @@ def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
                winograd: Optional[bool] = None) -> jnp.ndarray:
   """dL/dlhs `lhs_shape` of `forward(lhs, rhs, padding, strides)` given dL/dout. At
   stride 1 the forward kernel convolves `out_grad` with the kernel flipped and its
-  channels swapped, padded by kh - 1 - top (etc.); lax's own gradient with a stride (a
-  dilated-input convolution), where those pads are negative, or without the kernels.
-  `winograd` as `forward`'s (for the flipped kernel)."""
+  channels swapped, padded by kh - 1 - top (etc.); with a stride, or where those pads
+  would be negative, per phase of the input (`_phase_input_grad`); lax's own gradient
+  without the kernels. `winograd` as `forward`'s (for the flipped kernel; at stride 1
+  with those pads non-negative only)."""
   kh, kw = rhs.shape[:2]
   (top, _), (left, _) = padding
   pads = ((kh - 1 - top, lhs_shape[1] + top - out_grad.shape[1]),
           (kw - 1 - left, lhs_shape[2] + left - out_grad.shape[2]))
-  if strides != (1, 1) or not _compiled_applies(out_grad, rhs, padding=pads, strides=strides):
-    if winograd:
-      raise ValueError('input_grad(winograd=True): the compiled kernels do not apply here '
-                       f'(rhs {list(rhs.shape)}, padding {padding}, strides {strides}: the '
-                       'input gradient is lax\'s with a stride or a negative padding '
-                       f'{pads})')
-    return lax_input_grad(out_grad, rhs, padding, lhs_shape, strides)
-  flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
-  return forward(out_grad, flipped, pads, winograd=winograd)
+  compiled = _compiled_applies(out_grad, rhs, padding=padding, strides=strides)
+  direct = compiled and strides == (1, 1) and min(min(p) for p in pads) >= 0
+  if winograd and not direct:
+    raise ValueError('input_grad(winograd=True): the compiled kernels do not apply here '
+                     f'(rhs {list(rhs.shape)}, padding {padding}, strides {strides}: '
+                     'Winograd\'s input gradient is stride 1 with non-negative padding '
+                     f'{pads})')
+  if direct:
+    flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
+    return forward(out_grad, flipped, pads, winograd=winograd)
+  if compiled:
+    return _phase_input_grad(out_grad, rhs, padding, lhs_shape, strides)
+  return lax_input_grad(out_grad, rhs, padding, lhs_shape, strides)
+
+
+def _phase_input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
+                      lhs_shape: tuple[int, ...], strides: tuple[int, int]) -> jnp.ndarray:
+  """The input gradient of a strided convolution by the forward kernel. Input row
+  p = j*s + a is read by the taps i = q + s*k, q = (a + top) mod s, of the output rows
+  j + d - k, d = (a + top) // s: per phase a, the stride-1 convolution of `out_grad` with
+  the flipped sub-kernel rhs[q::s] (XLA:CPU's strided gradient, a dilated-input
+  convolution, took 3-5x the forward pass's time: 6 ms a layer of ResNet-20's step).
+  Rows of `out_grad` a phase does not read are sliced off rather than padded negatively:
+  XLA:CPU's f32 convolution reads out of bounds with a negative low padding
+  (openxla/xla#48713; garbage here for a 1x1 kernel, jax 0.10.2). The phases are
+  interleaved back into [N, H, W, C]; one that no tap reaches has gradient zero."""
+  (sh, sw), ((top, _), (left, _)) = strides, padding
+  n, h, w, c = lhs_shape
+  _, out_h, out_w, _ = out_grad.shape
+  rows, cols = -(-h // sh), -(-w // sw)  # per phase, padded to the longest
+
+  def pads(taps: int, size: int, offset: int, out_size: int) -> tuple[int, int]:
+    return taps - 1 - offset, size + offset - out_size  # out_grad's, before and after
+
+  phase_rows = []
+  for a in range(sh):
+    phase_row = []
+    for b in range(sw):
+      shape = (n, len(range(a, h, sh)), len(range(b, w, sw)), c)
+      taps = rhs[(a + top) % sh::sh, (b + left) % sw::sw]
+      (lo_h, hi_h) = pads(taps.shape[0], shape[1], (a + top) // sh, out_h)
+      (lo_w, hi_w) = pads(taps.shape[1], shape[2], (b + left) // sw, out_w)
+      grad = out_grad[:, max(0, -lo_h):out_h - max(0, -hi_h),
+                      max(0, -lo_w):out_w - max(0, -hi_w)]
+      if 0 in shape or 0 in taps.shape or 0 in grad.shape:
+        part = jnp.zeros(shape, out_grad.dtype)
+      else:
+        part = forward(grad, jnp.swapaxes(taps[::-1, ::-1], 2, 3),
+                       ((max(lo_h, 0), max(hi_h, 0)), (max(lo_w, 0), max(hi_w, 0))))
+      phase_row.append(jnp.pad(part, ((0, 0), (0, rows - shape[1]), (0, cols - shape[2]),
+                                      (0, 0))))
+    phase_rows.append(jnp.stack(phase_row, axis=3))  # [N, rows, cols, sw, C]
+  interleaved = jnp.stack(phase_rows, axis=2)  # [N, rows, sh, cols, sw, C]
+  return interleaved.reshape(n, rows * sh, cols * sw, c)[:, :h, :w]
 
 
 def lax_weight_grad(lhs: jnp.ndarray, out_grad: jnp.ndarray, kernel_shape: tuple[int, ...],

@@ -61,14 +61,56 @@ def test_forward_and_input_gradient_match_lax(x_shape, kernel_shape, padding, st
   expected = conv_kernels.lax_forward(x, w, padding, strides)
   scale = float(jnp.abs(expected).max())
   np.testing.assert_allclose(fn(x, w), expected, rtol=1e-5, atol=1e-5 * scale)
-  if strides != (1, 1):
-    return
-  got = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape,
-                                                      winograd=False))(g, w)
-  expected = conv_kernels.lax_input_grad(g, w, padding, x_shape)
+  # With a stride: the forward kernel per phase of the input (no lax convolution left).
+  dx = jax.jit(lambda g, w: conv_kernels.input_grad(
+      g, w, padding, x_shape, strides, winograd=False if strides == (1, 1) else None))
+  assert ' convolution(' not in dx.lower(g, w).compile().as_text()
+  got = dx(g, w)
+  expected = conv_kernels.lax_input_grad(g, w, padding, x_shape, strides)
   assert got.shape == x_shape
   np.testing.assert_allclose(got, expected, rtol=1e-5,
                              atol=1e-5 * float(jnp.abs(expected).max()))
+
+
+def _float64_input_grad(out_grad, w, padding, x_shape, strides):
+  """The exact input gradient (float64 numpy): every output pixel's gradient scattered
+  back through the window that read it."""
+  g, w = np.asarray(out_grad, np.float64), np.asarray(w, np.float64)
+  (top, _), (left, _) = padding
+  (sh, sw), (kh, kw) = strides, w.shape[:2]
+  dx = np.zeros((x_shape[0], (g.shape[1] - 1) * sh + kh, (g.shape[2] - 1) * sw + kw,
+                 x_shape[3]))
+  for v in range(g.shape[1]):
+    for u in range(g.shape[2]):
+      dx[:, v * sh:v * sh + kh, u * sw:u * sw + kw] += np.einsum('no,ijco->nijc', g[:, v, u], w)
+  dx = np.pad(dx, ((0, 0), (0, max(0, top + x_shape[1] - dx.shape[1])),
+                   (0, max(0, left + x_shape[2] - dx.shape[2])), (0, 0)))
+  return dx[:, top:top + x_shape[1], left:left + x_shape[2]]
+
+
+@needs_kernel
+@pytest.mark.parametrize('x_shape,kernel_shape,padding,strides', [
+    ((4, 32, 32, 16), (3, 3, 16, 32), ((0, 1), (0, 1)), (2, 2)),  # ResNet-20's 'SAME'
+    ((2, 11, 11, 8), (5, 5, 8, 16), ((2, 2), (2, 2)), (2, 2)),    # 3x3 and 2x3 sub-kernels
+    ((3, 9, 10, 3), (3, 3, 3, 7), ((1, 1), (1, 1)), (2, 3)),      # odd sizes, two strides
+    ((2, 12, 13, 8), (2, 2, 8, 16), ((0, 0), (0, 0)), (3, 3)),    # phases no tap reaches
+    ((2, 9, 9, 4), (3, 3, 4, 16), ((0, 0), (0, 0)), (4, 4)),      # 'VALID': unread pixels
+    ((2, 7, 7, 4), (3, 3, 4, 16), ((3, 0), (0, 3)), (2, 2)),      # rows of zeros only
+    ((2, 6, 6, 16), (3, 3, 16, 32), ((3, 0), (0, 0)), (1, 1)),    # stride 1, pad > kh - 1
+])
+def test_input_gradient_by_phases_matches_the_exact_sums(x_shape, kernel_shape, padding,
+                                                           strides):
+  # A stride (or padding past the kernel) makes the stride-1 pads negative: each phase of
+  # the input is the forward kernel on the sub-kernel of the taps that reach it.
+  x, g = _arrays(x_shape, kernel_shape, padding, strides)
+  w = jax.random.normal(jax.random.PRNGKey(3), kernel_shape)
+  dx = jax.jit(lambda g, w: conv_kernels.input_grad(g, w, padding, x_shape, strides))
+  text = dx.lower(g, w).compile().as_text()
+  # The forward kernel (Winograd's for a whole 3x3 kernel at stride 1), no lax convolution.
+  assert 'redconv_conv' in text and ' convolution(' not in text
+  got, exact = np.asarray(dx(g, w)), _float64_input_grad(g, w, padding, x_shape, strides)
+  assert got.shape == exact.shape == x_shape
+  np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * np.abs(exact).max())
 
 
 @needs_kernel
