@@ -34,9 +34,9 @@ BatchNorm's passes as compiled kernels (models/conv_kernels/batch_norm.cc; same 
 isbi foreground Dice 0.9510 (membrane 0.7923, mIoU 0.7813) in 11.5 min (training 604 s).
 Rerun with Winograd's weight gradient (models/conv_kernels/winograd_weight_grad.cc) on
 the 2-core Intel Xeon (AVX-512), 2026-12-07 22:32 UTC, quiet: isbi foreground Dice 0.9506
-(membrane 0.7893, mIoU 0.7789) in 4.9 min (training 260 s): 0.0003 below the lowest of
-the reruns above (0.9509-0.9513), from a change of rounding only (no seed spread was
-measured for isbi).
+(membrane 0.7893, mIoU 0.7789) in 4.9 min (training 260 s), 0.0003 below the lowest of
+the reruns above (0.9509-0.9513); `--config.seed=1` right after: 0.9518 (membrane
+0.7988, mIoU 0.7865) in 4.7 min, so a seed moves it +-0.0006 and the change is noise.
 """
 from __future__ import annotations
 

@@ -44,6 +44,10 @@ Rerun with Winograd's 3x3 kernel (models/conv_kernels/winograd.cc) on a 2-core A
 (AVX2), 2026-12-07 20:28 UTC (a slow hour, ~4 min of it beside jobs of ours): camvid val
 mIoU 0.5355, pixel accuracy 0.815 (Building 0.491, Car 0.554, Fence 0.298, Pole 0.051,
 Pedestrian 0.265) in 26.4 min (training 1,431 s), within the seeds' spread above.
+Rerun with Winograd's weight gradient (models/conv_kernels/winograd_weight_grad.cc) on
+the 2-core Intel Xeon (AVX-512), 2026-12-07 22:37 UTC, quiet: camvid val mIoU 0.5262,
+pixel accuracy 0.805 (Building 0.487, Car 0.552, Fence 0.282, Pole 0.048, Pedestrian
+0.246) in 11.6 min (training 625 s against 770 s on 2026-11-27), within the spread above.
 The binary experiment (experiments/segment_binary.py) shares `main`: a model with one
 output channel makes the task binary (sigmoid, Dice reported). The task's exact sums
 score every evaluation (tasks/segmentation/); the report is drawn by report/segmentation.py.
