@@ -59,29 +59,6 @@ void TransformKernel(const float* w, int64_t c, int64_t o, float* u) {
     }
 }
 
-// m[r][o0 + t * kLanes ...] = sum over k < C of v[r][k] * u[k][o0 + t * kLanes ...] for
-// kRows tiles (v: rows of C, u: rows of O, m: rows of O).
-template <int kRows, int kTiles>
-void GemmBlock(const float* v, const float* u, int64_t c, int64_t o, float* m) {
-  Vec acc[kRows][kTiles];
-  for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < kTiles; ++t) acc[r][t] = Vec{};
-  for (int64_t k = 0; k < c; ++k) {
-    Vec uv[kTiles];
-    for (int t = 0; t < kTiles; ++t) uv[t] = LoadVecToRegister(u + k * o + t * kLanes);
-    for (int r = 0; r < kRows; ++r) {
-      const Vec a = v[r * c + k] - Vec{};  // broadcast
-      for (int t = 0; t < kTiles; ++t) acc[r][t] += a * uv[t];
-    }
-  }
-  for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < kTiles; ++t) StoreVec(m + r * o + t * kLanes, acc[r][t]);
-}
-
-struct GemmKernel {
-  template <int kRows, int kTiles> static constexpr auto kFn = &GemmBlock<kRows, kTiles>;
-};
-
 // The outputs of images [n0, n1): per group of tiles (winograd.h), the input transform,
 // the 16 GEMMs and the output transform A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
 void WinogradPart(const Geometry& g, const float* x, const float* u, int64_t n0, int64_t n1,
@@ -91,8 +68,9 @@ void WinogradPart(const Geometry& g, const float* x, const float* u, int64_t n0,
     const int64_t v_stride = PositionStride(count, g.c), m_stride = PositionStride(count, g.o);
     m.resize(kTransformed * m_stride);
     for (int xi = 0; xi < kTransformed; ++xi)
-      ForEachBlock<GemmKernel>(count, g.o, [&](auto block, int64_t r0, int64_t o0, int, int) {
-        block(v.data() + xi * v_stride + r0 * g.c, u + xi * g.c * g.o + o0, g.c, g.o,
+      ForEachBlock<GemmKernel<false>>(count, g.o, [&](auto block, int64_t r0, int64_t o0, int,
+                                                      int) {
+        block(v.data() + xi * v_stride + r0 * g.c, u + xi * g.c * g.o + o0, g.c, g.c, g.o,
               m.data() + xi * m_stride + r0 * g.o + o0);
       });
     for (int64_t t = 0; t < count; ++t) {

@@ -102,6 +102,37 @@ void ForEachTileGroup(const Geometry& g, const float* x, int64_t n0, int64_t n1,
   });
 }
 
+// The 16 GEMMs' register blocks (conv_common.h's rows x tiles of accumulators):
+// m[r][o0 + t * kLanes ...] = (kIntoWeights: +=) sum over k < count of
+// a(r, k) * b[k][o0 + t * kLanes ...], b and m rows of O. The forward pass's rows are
+// tiles and k its input channels, a(r, k) = a[r * stride + k]; the weight gradient's
+// rows are input channels and k the group's tiles, a(r, k) = a[k * stride + r], summed
+// into m from group to group.
+template <bool kIntoWeights, int kRows, int kTiles>
+void GemmBlock(const float* a, const float* b, int64_t count, int64_t stride, int64_t o,
+               float* m) {
+  Vec acc[kRows][kTiles];
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTiles; ++t)
+      acc[r][t] = kIntoWeights ? LoadVec(m + r * o + t * kLanes) : Vec{};
+  for (int64_t k = 0; k < count; ++k) {
+    Vec bv[kTiles];
+    for (int t = 0; t < kTiles; ++t) bv[t] = LoadVecToRegister(b + k * o + t * kLanes);
+    for (int r = 0; r < kRows; ++r) {
+      const Vec av = (kIntoWeights ? a[k * stride + r] : a[r * stride + k]) - Vec{};
+      for (int t = 0; t < kTiles; ++t) acc[r][t] += av * bv[t];  // av: a broadcast
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTiles; ++t) StoreVec(m + r * o + t * kLanes, acc[r][t]);
+}
+
+template <bool kIntoWeights>
+struct GemmKernel {
+  template <int kRows, int kTiles>
+  static constexpr auto kFn = &GemmBlock<kIntoWeights, kRows, kTiles>;
+};
+
 // The handlers' message for shapes they do not take.
 inline std::string WinogradShapeError(const char* what) {
   return std::string(what) + ": expected x [N, H, W, C], w [3, 3, C, O], y [N, H', W', O], "

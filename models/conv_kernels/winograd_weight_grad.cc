@@ -12,7 +12,7 @@
 // multiply-adds per tile and channel pair where the direct kernel (weight_grad.cc) does
 // 36; the transforms are additions and halvings.
 //
-// The GEMMs' register blocks are the forward kernel's (conv_common.h) with the roles
+// The GEMMs' register blocks are the forward kernel's (winograd.h) with the roles
 // turned: rows of input channels, vectors of output channels, K the tiles streaming
 // through. The work is cut into a fixed number of parts over the batch; each part sums
 // its tiles in one order into its own M, and the parts are added in part order: the
@@ -50,30 +50,6 @@ inline void TransformOutputGrad(const float* dp, int64_t row, int64_t o, bool se
   }
 }
 
-// m[r][o0 + t * kLanes ...] += sum over k < count of v[k][r] * e[k][o0 + t * kLanes ...]
-// for kRows input channels (v: rows of C, e and m: rows of O).
-template <int kRows, int kTiles>
-void GradGemmBlock(const float* v, const float* e, int64_t count, int64_t c, int64_t o,
-                   float* m) {
-  Vec acc[kRows][kTiles];
-  for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < kTiles; ++t) acc[r][t] = LoadVec(m + r * o + t * kLanes);
-  for (int64_t k = 0; k < count; ++k) {
-    Vec ev[kTiles];
-    for (int t = 0; t < kTiles; ++t) ev[t] = LoadVecToRegister(e + k * o + t * kLanes);
-    for (int r = 0; r < kRows; ++r) {
-      const Vec a = v[k * c + r] - Vec{};  // broadcast
-      for (int t = 0; t < kTiles; ++t) acc[r][t] += a * ev[t];
-    }
-  }
-  for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < kTiles; ++t) StoreVec(m + r * o + t * kLanes, acc[r][t]);
-}
-
-struct GradGemmKernel {
-  template <int kRows, int kTiles> static constexpr auto kFn = &GradGemmBlock<kRows, kTiles>;
-};
-
 // M [16, C, O] += the products of the tiles of images [n0, n1) (M zeroed by the caller).
 void WeightGradPart(const Geometry& g, const float* x, const float* dy, int64_t n0,
                     int64_t n1, float* m) {
@@ -90,7 +66,8 @@ void WeightGradPart(const Geometry& g, const float* x, const float* dy, int64_t 
                             e.data() + t * g.o + o0);
     }
     for (int xi = 0; xi < kTransformed; ++xi)
-      ForEachBlock<GradGemmKernel>(g.c, g.o, [&](auto block, int64_t r0, int64_t o0, int, int) {
+      ForEachBlock<GemmKernel<true>>(g.c, g.o, [&](auto block, int64_t r0, int64_t o0, int,
+                                                   int) {
         block(v.data() + xi * v_stride + r0, e.data() + xi * e_stride + o0, count, g.c, g.o,
               m + (xi * g.c + r0) * g.o + o0);
       });
