@@ -268,9 +268,14 @@ def input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,
   if direct:
     flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)  # [kh, kw, O, C]
     return forward(out_grad, flipped, pads, winograd=winograd)
-  if compiled:
-    return _phase_input_grad(out_grad, rhs, padding, lhs_shape, strides)
-  return lax_input_grad(out_grad, rhs, padding, lhs_shape, strides)
+  reference = functools.partial(lax_input_grad, padding=padding, lhs_shape=lhs_shape,
+                                strides=strides)
+  if not compiled:
+    return reference(out_grad, rhs)
+  phases = functools.partial(_phase_input_grad, padding=padding, lhs_shape=lhs_shape,
+                             strides=strides)
+  # Decided when lowering: CUDA and TPU lowerings keep lax's one strided gradient.
+  return lax.platform_dependent(out_grad, rhs, cpu=phases, default=reference)
 
 
 def _phase_input_grad(out_grad: jnp.ndarray, rhs: jnp.ndarray, padding: Padding,

@@ -113,6 +113,20 @@ def test_input_gradient_by_phases_matches_the_exact_sums(x_shape, kernel_shape, 
   np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * np.abs(exact).max())
 
 
+@pytest.mark.parametrize('platform', ['cuda', 'tpu'])
+def test_accelerators_lower_lax_convolutions(platform):
+  # The CPU's kernels and its phases are lowered for CPU only: an accelerator gets one
+  # lax convolution per call, the strided input gradient included.
+  x, g = _arrays((4, 16, 16, 16), (3, 3, 16, 32), ((0, 1), (0, 1)), (2, 2))
+  w = jnp.ones((3, 3, 16, 32))
+  calls = [lambda x, g, w: conv_kernels.forward(x, w, ((0, 1), (0, 1)), (2, 2)),
+           lambda x, g, w: conv_kernels.input_grad(g, w, ((0, 1), (0, 1)), x.shape, (2, 2)),
+           lambda x, g, w: conv_kernels.weight_grad(x, g, w.shape, ((0, 1), (0, 1)), (2, 2))]
+  for call in calls:
+    text = jax.jit(call).trace(x, g, w).lower(lowering_platforms=(platform,)).as_text()
+    assert 'redconv_conv' not in text and text.count('stablehlo.convolution') == 1
+
+
 @needs_kernel
 @pytest.mark.parametrize('x_shape,kernel_shape,padding,strides', CASES)
 def test_matches_lax_weight_gradient(x_shape, kernel_shape, padding, strides):
