@@ -160,7 +160,8 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 def _compiled_applies(*arrays: jnp.ndarray, padding: Padding, strides: tuple[int, int]) -> bool:
-  return (all(a.dtype == jnp.float32 and a.ndim == 4 for a in arrays)
+  # Empty arrays (a batch of none) go to lax: the kernels' fixed parts assume work.
+  return (all(a.dtype == jnp.float32 and a.ndim == 4 and a.size > 0 for a in arrays)
           and min(min(pads) for pads in padding) >= 0 and min(strides) >= 1 and available())
 
 

@@ -245,6 +245,10 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
       for (int64_t j = 0; j < kw; ++j)
         for (int64_t k = 0; k < c; ++k) offset.push_back((i * g.wp + j) * c + k);
   const int64_t m = kh * kw * c;
+  if (n == 0) {  // no images: a zero gradient (and no parts to sum)
+    std::fill(kernel_grad->typed_data(), kernel_grad->typed_data() + m * o, 0.0f);
+    return ffi::Error::Success();
+  }
   // A fixed number of parts (not the thread count): the same sums on every machine.
   const int64_t parts = std::min<int64_t>(n, 4);
   std::vector<float> partial(parts * m * o, 0.0f);

@@ -65,7 +65,8 @@ void WinogradPart(const Geometry& g, const float* x, const float* u, int64_t n0,
                   float* y) {
   std::vector<float> v, m;
   ForEachTileGroup(g, x, n0, n1, &v, [&](int64_t count, auto tile) {
-    const int64_t v_stride = PositionStride(count, g.c), m_stride = PositionStride(count, g.o);
+    const int64_t v_stride = PositionStride(count, g.c);
+    const int64_t m_stride = PositionStride(count, g.o);
     m.resize(kTransformed * m_stride);
     for (int xi = 0; xi < kTransformed; ++xi)
       ForEachBlock<GemmKernel<false>>(count, g.o, [&](auto block, int64_t r0, int64_t o0, int,

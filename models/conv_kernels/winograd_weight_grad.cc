@@ -56,7 +56,8 @@ void WeightGradPart(const Geometry& g, const float* x, const float* dy, int64_t 
   std::vector<float> v, e;
   const int64_t dy_row = g.wo * g.o;
   ForEachTileGroup(g, x, n0, n1, &v, [&](int64_t count, auto tile) {
-    const int64_t v_stride = PositionStride(count, g.c), e_stride = PositionStride(count, g.o);
+    const int64_t v_stride = PositionStride(count, g.c);
+    const int64_t e_stride = PositionStride(count, g.o);
     e.resize(kTransformed * e_stride);
     for (int64_t t = 0; t < count; ++t) {
       const Tile at = tile(t);
@@ -108,8 +109,9 @@ ffi::Error WinogradWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
                     pad_top, pad_left, stride_h, stride_w, &g) || !WholeTiles(&g))
     return ffi::Error::InvalidArgument(WinogradShapeError("winograd conv weight gradient"));
   const int64_t n = lhs.dimensions()[0], m_size = kTransformed * g.c * g.o;
-  // A fixed number of parts (as weight_grad.cc): the same sums on every machine.
-  const int64_t parts = std::min<int64_t>(n, 4);
+  // A fixed number of parts (as weight_grad.cc): the same sums on every machine; with
+  // no images, one part of zeros.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(n, 4));
   std::vector<float> partial(parts * m_size, 0.0f);
   ParallelFor(pool, parts, [&](int64_t i) {
     WeightGradPart(g, lhs.typed_data(), out_grad.typed_data(), n * i / parts,

@@ -113,6 +113,23 @@ def test_input_gradient_by_phases_matches_the_exact_sums(x_shape, kernel_shape, 
   np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * np.abs(exact).max())
 
 
+@needs_kernel
+def test_a_batch_of_no_images():
+  # Empty arrays go to lax (the kernels' fixed parts over the batch assume work; the
+  # direct weight gradient read past its buffers with none, a segfault), and the
+  # weight-gradient handlers themselves return zeros for them.
+  x, g, padding = jnp.ones((0, 8, 8, 32)), jnp.ones((0, 8, 8, 32)), ((1, 1), (1, 1))
+  w = jnp.ones((3, 3, 32, 32))
+  assert conv_kernels.forward(x, w, padding).shape == (0, 8, 8, 32)
+  assert conv_kernels.input_grad(g, w, padding, x.shape).shape == (0, 8, 8, 32)
+  for winograd in (False, None):
+    np.testing.assert_array_equal(
+        conv_kernels.weight_grad(x, g, w.shape, padding, winograd=winograd), np.zeros(w.shape))
+  for target in (WEIGHT_GRAD, WINOGRAD_WEIGHT_GRAD):
+    call = conv_kernels._ffi(target, w.shape, padding, (1, 1))
+    np.testing.assert_array_equal(jax.jit(call)(x, g), np.zeros(w.shape))
+
+
 @pytest.mark.parametrize('platform', ['cuda', 'tpu'])
 def test_accelerators_lower_lax_convolutions(platform):
   # The CPU's kernels and its phases are lowered for CPU only: an accelerator gets one
