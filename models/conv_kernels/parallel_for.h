@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -53,6 +54,25 @@ template <typename F>
 void ParallelForImages(xla::ffi::ThreadPool& pool, int64_t n, int64_t max_parts, F fn) {
   const int64_t parts = std::min<int64_t>(n, max_parts);
   ParallelFor(pool, parts, [&](int64_t i) { fn(n * i / parts, n * (i + 1) / parts); });
+}
+
+// The sum over the images [0, n) that fn(n0, n1, partial) accumulates into a zeroed
+// buffer of `size` floats per part, in the first `size` floats of the result:
+// min(n, max_parts) fixed parts (at least one, so no images give zeros), added in part
+// order, so the sums are the same bits whatever thread ran which part and on every
+// machine (the weight gradients).
+template <typename F>
+std::vector<float> SumOverImageParts(xla::ffi::ThreadPool& pool, int64_t n,
+                                     int64_t max_parts, int64_t size, F fn) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(n, max_parts));
+  std::vector<float> partial(parts * size, 0.0f);
+  ParallelFor(pool, parts, [&](int64_t i) {
+    fn(n * i / parts, n * (i + 1) / parts, partial.data() + i * size);
+  });
+  // Part by part into the first (vectorised), each element's sum in part order.
+  for (int64_t i = 1; i < parts; ++i)
+    for (int64_t k = 0; k < size; ++k) partial[k] += partial[i * size + k];
+  return partial;
 }
 
 }  // namespace redconv

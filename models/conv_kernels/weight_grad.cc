@@ -245,27 +245,16 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
       for (int64_t j = 0; j < kw; ++j)
         for (int64_t k = 0; k < c; ++k) offset.push_back((i * g.wp + j) * c + k);
   const int64_t m = kh * kw * c;
-  if (n == 0) {  // no images: a zero gradient (and no parts to sum)
-    std::fill(kernel_grad->typed_data(), kernel_grad->typed_data() + m * o, 0.0f);
-    return ffi::Error::Success();
-  }
   // A fixed number of parts (not the thread count): the same sums on every machine.
-  const int64_t parts = std::min<int64_t>(n, 4);
-  std::vector<float> partial(parts * m * o, 0.0f);
-  ParallelFor(pool, parts, [&](int64_t i) {
-    if (by_channel)
-      ChannelPart(g, lhs.typed_data(), out_grad.typed_data(), n * i / parts,
-                  n * (i + 1) / parts, partial.data() + i * m * o);
-    else
-      Part(g, lhs.typed_data(), out_grad.typed_data(), offset, n * i / parts,
-           n * (i + 1) / parts, partial.data() + i * m * o);
-  });
-  float* dw = kernel_grad->typed_data();
-  for (int64_t k = 0; k < m * o; ++k) {
-    float sum = partial[k];
-    for (int64_t i = 1; i < parts; ++i) sum += partial[i * m * o + k];
-    dw[k] = sum;
-  }
+  const float *x = lhs.typed_data(), *dy = out_grad.typed_data();
+  const std::vector<float> sums = SumOverImageParts(
+      pool, n, 4, m * o, [&](int64_t n0, int64_t n1, float* partial) {
+        if (by_channel)
+          ChannelPart(g, x, dy, n0, n1, partial);
+        else
+          Part(g, x, dy, offset, n0, n1, partial);
+      });
+  std::copy(sums.begin(), sums.begin() + m * o, kernel_grad->typed_data());
   return ffi::Error::Success();
 }
 

@@ -108,18 +108,13 @@ ffi::Error WinogradWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> lhs,
   if (!MakeGeometry(lhs.dimensions(), kernel_grad->dimensions(), out_grad.dimensions(),
                     pad_top, pad_left, stride_h, stride_w, &g) || !WholeTiles(&g))
     return ffi::Error::InvalidArgument(WinogradShapeError("winograd conv weight gradient"));
-  const int64_t n = lhs.dimensions()[0], m_size = kTransformed * g.c * g.o;
-  // A fixed number of parts (as weight_grad.cc): the same sums on every machine; with
-  // no images, one part of zeros.
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(n, 4));
-  std::vector<float> partial(parts * m_size, 0.0f);
-  ParallelFor(pool, parts, [&](int64_t i) {
-    WeightGradPart(g, lhs.typed_data(), out_grad.typed_data(), n * i / parts,
-                   n * (i + 1) / parts, partial.data() + i * m_size);
-  });
-  for (int64_t i = 1; i < parts; ++i)
-    for (int64_t k = 0; k < m_size; ++k) partial[k] += partial[i * m_size + k];
-  TransformWeightGrad(partial.data(), g.c, g.o, kernel_grad->typed_data());
+  // The 16 GEMMs' sums over fixed parts of the batch (as weight_grad.cc), then G^T M G.
+  const std::vector<float> m = SumOverImageParts(
+      pool, lhs.dimensions()[0], 4, kTransformed * g.c * g.o,
+      [&](int64_t n0, int64_t n1, float* partial) {
+        WeightGradPart(g, lhs.typed_data(), out_grad.typed_data(), n0, n1, partial);
+      });
+  TransformWeightGrad(m.data(), g.c, g.o, kernel_grad->typed_data());
   return ffi::Error::Success();
 }
 

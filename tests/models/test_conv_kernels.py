@@ -206,7 +206,7 @@ def test_winograd_forward_and_input_gradient_match_the_exact_convolution(
   np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * scale)
   assert np.abs(got - exact).max() <= 4 * np.abs(direct - exact).max() + 1e-6 * scale
   if max(max(pads) for pads in padding) > 2:
-    # The input gradient's own padding would be negative: lax's, so not Winograd's.
+    # The input gradient's own padding would be negative: by phases, so not Winograd's.
     with pytest.raises(ValueError, match='negative padding'):
       conv_kernels.input_grad(g, w, padding, x_shape, winograd=True)
     return
@@ -308,7 +308,7 @@ def test_winograd_where_it_cannot_apply_is_a_clear_error(kernel_shape, strides):
   with pytest.raises(ValueError, match=r'weight_grad\(winograd=True\) needs a \[3, 3, C, O\]'):
     conv_kernels.weight_grad(x, g, kernel_shape, (((kernel_shape[0] - 1) // 2,) * 2,) * 2,
                              strides, winograd=True)
-  if strides != (1, 1):  # the input gradient with a stride is lax's: no Winograd either
+  if strides != (1, 1):  # the input gradient with a stride is by phases: no Winograd either
     g = jnp.ones((2, 7, 7, kernel_shape[3]))
     with pytest.raises(ValueError, match='input_grad\\(winograd=True\\)'):
       conv_kernels.input_grad(g, jnp.ones(kernel_shape), ((0, 1), (0, 1)), x.shape, strides,
